@@ -1,0 +1,286 @@
+"""Typed, validated sections of params.yaml.
+
+Each stage reads only its own section: ``load_section("prepare_sr", PrepareSR)``. Unknown keys, wrong
+types and impossible values raise :class:`ParamError` naming the dotted key and what is allowed, before
+the stage does any work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ParamError(ValueError):
+    """A params.yaml value is missing, unknown, of the wrong type or impossible."""
+
+
+def _fail(key: str, msg: str):
+    raise ParamError(f"params.yaml: '{key}': {msg}")
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            _fail(key, f"got {value!r}; allowed: {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            _fail(key, f"expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(key, f"expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1] if args else Any, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _fail(key, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, raw: Any, prefix: str):
+    """Build dataclass ``cls`` from a mapping, strictly, then run its ``validate(prefix)`` if any."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(prefix, f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        _fail(f"{prefix}.{unknown[0]}", f"unknown key; allowed keys: {', '.join(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}"
+        if f.name in raw:
+            kwargs[f.name] = _convert(raw[f.name], hints[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            _fail(key, "missing required key")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def check(cond: bool, key: str, msg: str):
+    if not cond:
+        _fail(key, msg)
+
+
+def params_path() -> Path:
+    return Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
+
+
+def load_section(section: str, cls, path: Optional[Path] = None):
+    path = Path(path) if path is not None else params_path()
+    if not path.is_file():
+        raise ParamError(f"{path}: params file not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if section not in raw:
+        raise ParamError(f"{path}: section '{section}' is missing")
+    return from_dict(cls, raw[section], section)
+
+
+def as_flat_dict(obj, prefix: str = "") -> dict:
+    """Dotted-key view of a params dataclass, for tracking."""
+    flat = {}
+    for k, v in (dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(as_flat_dict(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+# ---- data preparation -----------------------------------------------------------------------------
+
+def _check_source(source: str, key: str):
+    if source == "sample" or source.startswith("hub:"):
+        return
+    check(Path(source).is_dir(), key, f"folder '{source}' does not exist; use 'sample', 'hub:<dataset id>' "
+          "or a folder of HR images")
+
+
+@dataclass
+class PrepareSR:
+    source: str = "sample"  # 'sample' | a folder of HR images | 'hub:<dataset id>'
+    hub_split: str = "train"
+    hub_image_column: str = "image"
+    scales: list[int] = field(default_factory=lambda: [4])
+    crop_size: int = 480
+    step: int = 240
+    thresh_size: int = 0
+    shard_mb: int = 500
+    num_workers: int = 2
+
+    def validate(self, p):
+        _check_source(self.source, f"{p}.source")
+        check(len(self.scales) > 0, f"{p}.scales", "give at least one scale")
+        for i, s in enumerate(self.scales):
+            check(s in (2, 3, 4), f"{p}.scales[{i}]", f"scale {s} not allowed; allowed: 2, 3, 4")
+        check(self.step > 0, f"{p}.step", f"must be > 0, got {self.step}")
+        check(self.thresh_size >= 0, f"{p}.thresh_size", "must be >= 0")
+        for s in self.scales:
+            check(self.crop_size % s == 0 and self.crop_size // s >= 8, f"{p}.crop_size",
+                  f"{self.crop_size} must be a multiple of every scale and give LR crops of >= 8 px")
+            check(self.step % s == 0, f"{p}.step", f"{self.step} must be a multiple of every scale (LR/HR alignment)")
+        check(self.shard_mb > 0, f"{p}.shard_mb", "must be > 0")
+        check(self.num_workers >= 1, f"{p}.num_workers", "must be >= 1")
+
+
+@dataclass
+class PrepareClassSR:
+    source: str = "sample"
+    hub_split: str = "train"
+    hub_image_column: str = "image"
+    scale: int = 4
+    rescales: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6])
+    crop_size: int = 128
+    step: int = 64
+    thresh_size: int = 48
+    shard_mb: int = 500
+    num_workers: int = 2
+
+    def validate(self, p):
+        _check_source(self.source, f"{p}.source")
+        check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
+        for i, r in enumerate(self.rescales):
+            check(0.1 <= r <= 1.0, f"{p}.rescales[{i}]", f"{r} must lie in [0.1, 1]")
+        check(self.step > 0, f"{p}.step", f"must be > 0, got {self.step}")
+        check(self.crop_size % self.scale == 0, f"{p}.crop_size", "must be a multiple of scale")
+        check(self.step % self.scale == 0, f"{p}.step", "must be a multiple of scale (LR/HR alignment)")
+        check(0 <= self.thresh_size < self.crop_size, f"{p}.thresh_size", "must be in [0, crop_size)")
+        check(self.shard_mb > 0, f"{p}.shard_mb", "must be > 0")
+        check(self.num_workers >= 1, f"{p}.num_workers", "must be >= 1")
+
+
+BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
+
+
+@dataclass
+class PrepareTest:
+    scales: list[int] = field(default_factory=lambda: [4])
+    sample: bool = True  # the held-out scikit-image photos
+    benchmark_root: str = ""  # folder holding Set5/ Set14/ ... (HR images); '' for none
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
+    div8k: str = ""  # DIV8K HR folder (images 1201-1500) for Test2K/4K/8K; '' for none
+    num_workers: int = 2
+
+    def validate(self, p):
+        for i, s in enumerate(self.scales):
+            check(s in (2, 3, 4), f"{p}.scales[{i}]", f"scale {s} not allowed; allowed: 2, 3, 4")
+        for i, b in enumerate(self.benchmarks):
+            check(b in BENCHMARKS, f"{p}.benchmarks[{i}]", f"'{b}' unknown; allowed: {', '.join(BENCHMARKS)}")
+        if self.benchmark_root:
+            check(Path(self.benchmark_root).is_dir(), f"{p}.benchmark_root",
+                  f"folder '{self.benchmark_root}' does not exist ('' for none)")
+        if self.div8k:
+            check(Path(self.div8k).is_dir(), f"{p}.div8k", f"folder '{self.div8k}' does not exist ('' for none)")
+        check(self.num_workers >= 1, f"{p}.num_workers", "must be >= 1")
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+@dataclass
+class ModelSpec:
+    arch: str = "msrresnet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    scale: int = 4
+
+    def validate(self, p):
+        from pipeline.models import ARCHS  # lazy: params must not pull torch models in at import
+
+        check(self.arch in ARCHS, f"{p}.arch", f"'{self.arch}' unknown; allowed: {', '.join(sorted(ARCHS))}")
+        check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
+
+
+@dataclass
+class Schedule:
+    kind: Literal["constant", "multistep", "cosine_restart"] = "cosine_restart"
+    milestones: list[int] = field(default_factory=list)  # multistep: steps at which lr *= gamma
+    gamma: float = 0.5
+    periods: list[int] = field(default_factory=list)  # cosine_restart: period lengths ([] = one period)
+    restart_weights: list[float] = field(default_factory=list)
+    eta_min: float = 1e-7
+
+    def validate(self, p):
+        check(all(m > 0 for m in self.milestones), f"{p}.milestones", "must be positive steps")
+        check(all(t > 0 for t in self.periods), f"{p}.periods", "must be positive step counts")
+        check(not self.restart_weights or len(self.restart_weights) == len(self.periods), f"{p}.restart_weights",
+              "needs one weight per period")
+        check(0 < self.gamma <= 1, f"{p}.gamma", "must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 16  # per process
+    lr_patch: int = 32  # LR patch side; HR patch = lr_patch * scale
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    schedule: Schedule = field(default_factory=Schedule)
+    grad_accum: int = 1
+    grad_clip: float = 0.0  # max grad norm; 0 disables
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    ema_decay: float = 0.0  # 0 disables EMA; else e.g. 0.999 and the EMA weights are the deliverable
+    val_every: int = 500
+    ckpt_every: int = 500
+    log_every: int = 50
+    seed: int = 10
+    num_workers: int = 1  # data-loading worker processes per training process
+    num_processes: int = 1  # accelerate processes (CPU: gloo ranks via torchrun)
+    init_from: str = ""  # a saved model folder, 'official:erfdn:<path>', or '' for random init
+
+    def validate(self, p):
+        check(self.max_steps > 0, f"{p}.max_steps", "must be > 0")
+        check(self.batch_size > 0, f"{p}.batch_size", "must be > 0")
+        check(self.lr_patch >= 8, f"{p}.lr_patch", "must be >= 8")
+        check(self.lr > 0, f"{p}.lr", "must be > 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas", "two numbers in [0, 1)")
+        check(self.grad_accum >= 1, f"{p}.grad_accum", "must be >= 1")
+        check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0")
+        check(0 <= self.ema_decay < 1, f"{p}.ema_decay", "must be in [0, 1)")
+        for k in ("val_every", "ckpt_every", "log_every", "num_processes"):
+            check(getattr(self, k) > 0, f"{p}.{k}", "must be > 0")
+        check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
+        if self.init_from and not self.init_from.startswith("official:"):
+            check(Path(self.init_from).is_dir(), f"{p}.init_from", f"model folder '{self.init_from}' not found")
+
+
+@dataclass
+class PretrainTeacher:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)

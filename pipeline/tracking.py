@@ -1,0 +1,119 @@
+"""MLflow tracking: one run per stage execution, logged from the main process only.
+
+Store: ``MLFLOW_TRACKING_URI`` if set (e.g. a team server), else ``sqlite:///<repo root>/mlflow.db``.
+The repo root comes from ``DVC_ROOT`` (set by DVC, also under ``dvc exp run --temp``, whose temporary
+copy would otherwise swallow a relative store). Metrics are logged asynchronously every N steps by
+the caller; runs end FAILED when the stage raises. ``PIPELINE_TRACKING=0`` turns tracking off.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.params import as_flat_dict
+
+EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "sr-pipeline")
+
+
+def repo_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:
+        if (d / "dvc.yaml").exists() or (d / ".git").exists():
+            return d
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def check_server(uri: str, timeout: float = 5.0):
+    """Fail early, with the URI in the message, when a remote tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)
+    except Exception as e:
+        raise ConnectionError(f"MLflow tracking server {uri} is unreachable ({e}); start it, fix "
+                              "MLFLOW_TRACKING_URI, or unset it to use the local mlflow.db") from e
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=repo_root()).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def params_hash(params) -> str:
+    return hashlib.sha256(json.dumps(as_flat_dict(params), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Tracker:
+    """What a stage logs through. The no-op instance (``active=False``) serves non-main processes."""
+
+    def __init__(self, mlflow=None, run_id: str = ""):
+        self.mlflow, self.run_id = mlflow, run_id
+
+    @property
+    def active(self) -> bool:
+        return self.mlflow is not None
+
+    def log_metrics(self, metrics: dict, step: int | None = None):
+        if self.active:
+            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.mlflow.log_metrics(clean, step=step, synchronous=False)
+
+    def log_artifact(self, path, folder: str | None = None):
+        if self.active:
+            self.mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_dict(self, data: dict, name: str):
+        if self.active:
+            self.mlflow.log_dict(data, name)
+
+    def set_tags(self, tags: dict):
+        if self.active:
+            self.mlflow.set_tags(tags)
+
+
+@contextmanager
+def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "", run_name: str = ""):
+    """Open the MLflow run of one stage execution (or reopen ``resume_run_id``); yield a Tracker."""
+    if not is_main or os.environ.get("PIPELINE_TRACKING", "1") == "0":
+        yield Tracker()
+        return
+    import mlflow
+
+    uri = tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(EXPERIMENT)
+    tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params)}
+    for env, tag in [("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"),
+                     ("DVC_STAGE", "dvc_stage")]:
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    try:
+        run = mlflow.start_run(run_id=resume_run_id) if resume_run_id else None
+    except Exception:
+        run = None  # the old run is gone (e.g. another store): start a new one
+    if run is None:
+        run = mlflow.start_run(run_name=run_name or stage, tags=tags)
+        flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in as_flat_dict(params).items()}
+        mlflow.log_params(flat)
+    try:
+        yield Tracker(mlflow, run.info.run_id)
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
