@@ -6,6 +6,7 @@ channels accordingly): crop ``crop_border`` pixels per side first, then Y = 16 +
 """
 from __future__ import annotations
 
+import math
 import time
 from functools import lru_cache
 
@@ -128,10 +129,22 @@ def count_macs(model: torch.nn.Module, lr_shape=(1, 3, 32, 32)) -> int:
 
     param = next(model.parameters())
     x = torch.zeros(lr_shape, dtype=param.dtype, device=param.device)
+    correction = []
+
+    def on_output_grid(module, inputs, output):  # torch counts a deconv on its input grid
+        per_position = module.in_channels * module.out_channels // module.groups * math.prod(module.kernel_size)
+        correction.append((output[0].numel() // module.out_channels * output.shape[0]
+                           - inputs[0].numel() // module.in_channels) * per_position)
+
+    hooks = [m.register_forward_hook(on_output_grid) for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops() // 2
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return counter.get_total_flops() // 2 + sum(correction)
 
 
 def latency(model: torch.nn.Module, lr_shape=(1, 3, 64, 64), warmup: int = 2, repeats: int = 5) -> float:

@@ -77,6 +77,6 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """LR of a uint8 HR image: MATLAB bicubic x1/scale, rounded to uint8."""
-    from pipeline.imresize import imresize
+    from pipeline.resize import imresize
 
     return to_uint8(imresize(to_float(hr), 1.0 / scale))

@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.data.images import ImageError, bicubic_downscale, mod_crop, to_float, to_uint8, write_png
 from pipeline.data.sources import ImageRef, folder_refs, sample_refs
+from pipeline.data.workers import parallel_map
 
 
 def _div8k_refs(folder, first: int, last: int) -> list[ImageRef]:
@@ -19,7 +20,7 @@ def _div8k_refs(folder, first: int, last: int) -> list[ImageRef]:
 
 
 def _to_long_side(img: np.ndarray, long_side: int) -> np.ndarray:
-    from pipeline.imresize import imresize
+    from pipeline.resize import imresize
 
     scale = long_side / max(img.shape[:2])
     return img if scale >= 1 else to_uint8(imresize(to_float(img), scale))
@@ -65,16 +66,11 @@ def _write_test_image(args):
 
 def write_test_set(refs, long_side, scales, out: Path, num_workers: int) -> dict:
     """HR (mod-cropped to the scales) and MATLAB-bicubic LR PNGs, as the benchmarks are distributed."""
-    from multiprocessing import get_context
-
-    from tqdm import tqdm
-
     (out / "HR").mkdir(parents=True)
     for s in scales:
         (out / f"LR_bicubic/X{s}").mkdir(parents=True)
     jobs = [(r, out, scales, long_side) for r in refs]
-    with get_context("fork").Pool(num_workers) as pool:
-        notes = [n for n in tqdm(pool.imap(_write_test_image, jobs), total=len(jobs), desc=out.name, unit="img") if n]
+    notes = [n for n in parallel_map(_write_test_image, jobs, num_workers, out.name) if n]
     for n in notes:
         warnings.warn(n, stacklevel=1)
     info = {"num_images": len(refs) - len(notes), "num_skipped": len(notes), "skipped": notes, "scales": scales}

@@ -13,13 +13,13 @@ import math
 import shutil
 import warnings
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.images import ImageError, bicubic_downscale, mod_crop, to_float, to_uint8
 from pipeline.data.sources import ImageRef
+from pipeline.data.workers import parallel_map
 
 
 def window_starts(length: int, crop: int, step: int, thresh: int) -> list[int]:
@@ -40,7 +40,7 @@ class ExtractSpec:
 
 
 def _variants(img: np.ndarray, name: str, rescales) -> list[tuple[str, np.ndarray]]:
-    from pipeline.imresize import imresize
+    from pipeline.resize import imresize
 
     out = []
     for r in rescales:
@@ -88,11 +88,8 @@ def _row_generator(refs, spec, num_workers, notes_file, fingerprint):
 
     ``fingerprint`` only keys datasets' generator cache (it would otherwise serve stale rows).
     """
-    from tqdm import tqdm
-
-    with get_context("fork").Pool(num_workers) as pool, open(notes_file, "a") as log:
-        for _, rows, notes in tqdm(pool.imap(_extract_one, [(r, spec) for r in refs]), total=len(refs),
-                                   desc="sub-images", unit="img"):
+    with open(notes_file, "a") as log:
+        for _, rows, notes in parallel_map(_extract_one, [(r, spec) for r in refs], num_workers, "sub-images"):
             for note in notes:
                 warnings.warn(note, stacklevel=1)
                 log.write(note.replace("\n", " ") + "\n")
@@ -114,10 +111,15 @@ def write_shards(refs: list[ImageRef], spec: ExtractSpec, out_dir, shard_mb: int
     fingerprint = json.dumps([[r.name, r.path, list(r.hub)] for r in refs] + [vars(spec)], sort_keys=True)
     notes_file = tmp / "skipped.txt"
     notes_file.touch()
-    ds = datasets.Dataset.from_generator(
-        _row_generator, features=features, cache_dir=str(tmp / "cache"),
-        gen_kwargs={"refs": refs, "spec": spec, "num_workers": num_workers, "notes_file": str(notes_file),
-                    "fingerprint": fingerprint})
+    try:
+        ds = datasets.Dataset.from_generator(
+            _row_generator, features=features, cache_dir=str(tmp / "cache"),
+            gen_kwargs={"refs": refs, "spec": spec, "num_workers": num_workers, "notes_file": str(notes_file),
+                        "fingerprint": fingerprint})
+    except ValueError as e:  # datasets refuses an empty split
+        if "corresponds to no data" not in str(e):
+            raise
+        ds = []
     skipped = notes_file.read_text().splitlines()
     notes_file.unlink()
     if len(ds) == 0:

@@ -1,0 +1,23 @@
+"""Spread per-image work over worker processes, with a progress bar."""
+from __future__ import annotations
+
+from multiprocessing import get_context
+from typing import Callable, Iterable, Iterator
+
+
+def _single_thread():
+    import torch
+
+    torch.set_num_threads(1)  # N workers x 1 thread each, instead of oversubscribing the cores
+
+
+def parallel_map(fn: Callable, items: list, num_workers: int, desc: str) -> Iterator:
+    """``fn`` over ``items`` in order. Workers are spawned, not forked: a fork after torch has started
+    its OpenMP threads can deadlock the child."""
+    from tqdm import tqdm
+
+    if num_workers <= 1 or len(items) <= 1:
+        yield from tqdm(map(fn, items), total=len(items), desc=desc, unit="img")
+        return
+    with get_context("spawn").Pool(min(num_workers, len(items)), initializer=_single_thread) as pool:
+        yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc, unit="img")

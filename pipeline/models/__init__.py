@@ -1,0 +1,98 @@
+"""Architectures, built by name, saved as ``model.safetensors`` + ``config.json``.
+
+    model = build("msrresnet", scale=4, nf=64, nb=16)
+    save(model, "models/teacher"); model = load("models/teacher")
+
+Every model takes and returns RGB in [0, 1] (models trained on 0-255 carry ``img_range``/``rgb_range``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.models.carn import CARNM
+from pipeline.models.edsr import EDSR
+from pipeline.models.fsrcnn import FSRCNN
+from pipeline.models.msrresnet import MSRResNet
+from pipeline.models.rcan import RCAN
+from pipeline.models.rfdn import RFDN
+
+ARCHS = {"fsrcnn": FSRCNN, "msrresnet": MSRResNet, "carn_m": CARNM, "rcan": RCAN, "edsr": EDSR, "rfdn": RFDN}
+
+
+def build(name: str, scale: int = 4, **kwargs) -> nn.Module:
+    if name not in ARCHS:
+        raise ValueError(f"unknown architecture '{name}'; allowed: {', '.join(sorted(ARCHS))}")
+    model = ARCHS[name](scale=scale, **kwargs)
+    model.config = {"arch": name, "scale": scale, "kwargs": kwargs}  # what save() writes beside the weights
+    return model
+
+
+def save(model: nn.Module, folder) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created; replaced atomically)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(model.config, indent=1, sort_keys=True))
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def read_config(folder) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a saved model (no config.json)")
+    return json.loads(path.read_text())
+
+
+def load(folder, device="cpu") -> nn.Module:
+    from safetensors.torch import load_file
+
+    cfg = read_config(folder)
+    model = build(cfg["arch"], cfg["scale"], **cfg["kwargs"])
+    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors"), device=str(device)))
+    return model.to(device)
+
+
+def import_official(name: str, path) -> nn.Module:
+    """Our model with an official checkpoint (safetensors, official tensor names) loaded strictly.
+
+    ``erfdn``: njulj/RFDN's AIM-2020 E-RFDN x4 (nf 50, 4 blocks, ESA, trained on 0-255 input).
+    """
+    from safetensors.torch import load_file
+
+    if name != "erfdn":
+        raise ValueError(f"no official import for '{name}'; available: erfdn")
+    model = build("rfdn", scale=4, nf=50, num_blocks=4, attention="esa", img_range=255.0)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model
+
+
+def init_model(spec_arch: str, scale: int, kwargs: dict, init_from: str = "") -> nn.Module:
+    """Build from params, then take weights from a saved model or ``official:erfdn:<path>`` if given."""
+    if init_from.startswith("official:"):
+        _, name, path = init_from.split(":", 2)
+        return import_official(name, path)
+    model = build(spec_arch, scale, **kwargs)
+    if init_from:
+        src = load(init_from)
+        missing = model.load_state_dict(src.state_dict(), strict=False)
+        if missing.missing_keys or missing.unexpected_keys:
+            raise ValueError(f"init_from {init_from}: weights do not fit {spec_arch} {kwargs} "
+                             f"(missing {missing.missing_keys[:3]}, unexpected {missing.unexpected_keys[:3]})")
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,324 @@
+"""The one training loop every stage uses: Accelerate around a plain PyTorch loop.
+
+A method brings an :class:`Objective` (its loss, and any extra modules such as a frozen teacher or a
+discriminator with its own optimizer); the loop does the rest: iteration counting, Adam with the
+papers' schedules, gradient accumulation and clipping, mixed precision, EMA, validation, checkpoints
+with automatic resume, the NaN guard, progress and tracking.
+
+Resume state lives in ``ckpt_dir/latest`` (written atomically with ``save_state``) next to a
+fingerprint of the stage's params, its training data and the library code: a rerun resumes only when
+the fingerprint matches, otherwise it starts fresh (a stale checkpoint is never continued under new
+params).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.data.loader import PatchBatches, make_loader
+from pipeline.params import Schedule, TrainConfig, as_flat_dict
+from pipeline.tracking import stage_run
+
+# ---- what a method plugs in -----------------------------------------------------------------------
+
+
+class Objective:
+    """L1 between SR and HR; subclasses override ``loss`` and may add modules/optimizers.
+
+    ``modules`` (e.g. a discriminator) and ``optimizers`` are prepared by Accelerate and saved in the
+    checkpoint; ``before_step`` runs once per optimizer step before the model's loss (e.g. a
+    discriminator update).
+    """
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+    def before_step(self, accelerator, model, lr, hr, step: int) -> dict:
+        return {}
+
+    def loss(self, model, lr, hr, step: int) -> tuple[torch.Tensor, dict]:
+        loss = F.l1_loss(model(lr), hr)
+        return loss, {"l1": loss.detach()}
+
+
+# ---- schedules and EMA ----------------------------------------------------------------------------
+
+
+def lr_factor(schedule: Schedule, max_steps: int, base_lr: float) -> Callable[[int], float]:
+    """Multiplier of the base lr at a step: constant, step decay, or BasicSR's cosine with restarts."""
+    if schedule.kind == "constant":
+        return lambda step: 1.0
+    if schedule.kind == "multistep":
+        return lambda step: schedule.gamma ** sum(step >= m for m in schedule.milestones)
+    periods = schedule.periods or [max_steps]
+    weights = schedule.restart_weights or [1.0] * len(periods)
+    starts = np.cumsum([0] + periods[:-1])
+
+    floor = schedule.eta_min / base_lr
+
+    def cosine(step: int) -> float:
+        i = max(int(np.searchsorted(starts, step, side="right")) - 1, 0)
+        t = min((step - starts[i]) / periods[i], 1.0)
+        return floor + weights[i] * 0.5 * (1 - floor) * (1 + math.cos(math.pi * t))
+
+    return cosine
+
+
+class LambdaSchedule:
+    """Sets each param group's lr to base_lr * factor(step); its state is just the step."""
+
+    def __init__(self, optimizer, base_lr: float, factor: Callable[[int], float]):
+        self.optimizer, self.base_lr, self.factor, self.step_count = optimizer, base_lr, factor, 0
+        self._apply()
+
+    def _apply(self):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_lr * self.factor(self.step_count)
+
+    def step(self):
+        self.step_count += 1
+        self._apply()
+
+    def get_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self):
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state):
+        self.step_count = state["step_count"]
+        self._apply()
+
+
+class EMA:
+    """Exponential moving average of a model's weights (registered for checkpointing)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module):
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    run_id: str = ""
+    best_psnr: float = -1.0
+
+    def state_dict(self):
+        return {"step": self.step, "run_id": self.run_id, "best_psnr": self.best_psnr}
+
+    def load_state_dict(self, state):
+        self.step, self.run_id, self.best_psnr = state["step"], state["run_id"], state["best_psnr"]
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+
+
+def code_version() -> str:
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(params, data_info: dict) -> str:
+    blob = json.dumps({"params": as_flat_dict(params), "data": data_info, "code": code_version()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _save_checkpoint(accelerator, ckpt_dir: Path, fp: str):
+    tmp, latest = ckpt_dir / "latest.tmp", ckpt_dir / "latest"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "fingerprint.txt").write_text(fp)
+        old = ckpt_dir / "latest.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if latest.exists():
+            latest.rename(old)
+        tmp.rename(latest)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _resumable(ckpt_dir: Path, fp: str) -> bool:
+    f = ckpt_dir / "latest" / "fingerprint.txt"
+    return f.is_file() and f.read_text() == fp
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the deliverable (EMA weights when EMA is on), unwrapped, on CPU
+    steps: int
+    metrics: dict = field(default_factory=dict)
+
+
+def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str, params, ckpt_dir,
+          objective: Objective | None = None, validate: Callable[[nn.Module], dict] | None = None,
+          data_info: dict | None = None, trainable: Callable[[nn.Module], list] | None = None,
+          finish: Callable | None = None) -> TrainResult:
+    """Train ``model`` for ``cfg.max_steps`` optimizer steps; resumes from ``ckpt_dir`` when it matches.
+
+    ``validate(model) -> {"psnr": ..., ...}`` runs on the main process every ``val_every`` steps and at
+    the end. ``trainable(model)`` picks the parameters to optimise (default: all). ``finish(model,
+    metrics, tracker)`` runs on the main process inside the stage's MLflow run, to save and log the
+    deliverable.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    objective = objective or Objective()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(params, data_info or {})
+
+    params_to_train = (trainable or (lambda m: [p for p in m.parameters() if p.requires_grad]))(model)
+    optimizer = torch.optim.Adam(params_to_train, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    extras, extra_opts = objective.modules(), objective.optimizers()
+    prepared = accelerator.prepare(model, optimizer, *extras.values(), *extra_opts.values())
+    model, optimizer = prepared[0], prepared[1]
+    objective_parts = dict(zip(list(extras) + list(extra_opts), prepared[2:]))
+    for name, part in objective_parts.items():
+        setattr(objective, name, part)
+    # The schedule is stepped by hand once per optimizer step: Accelerate's prepared scheduler would
+    # step num_processes times per step and end an iteration-based schedule early.
+    schedule = LambdaSchedule(optimizer, cfg.lr, lr_factor(cfg.schedule, cfg.max_steps, cfg.lr))
+    ema = EMA(accelerator.unwrap_model(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
+    state = TrainState()
+    for obj in [schedule, state] + ([ema] if ema else []):
+        accelerator.register_for_checkpointing(obj)
+
+    if _resumable(ckpt_dir, fp):
+        accelerator.load_state(str(ckpt_dir / "latest"))
+        accelerator.print(f"[{stage}] resuming from {ckpt_dir / 'latest'} at step {state.step}")
+    elif (ckpt_dir / "latest").exists():
+        accelerator.print(f"[{stage}] checkpoint in {ckpt_dir} is from other params/data/code: starting fresh")
+
+    data.rank = accelerator.process_index
+    accum = cfg.grad_accum
+    loader = make_loader(data, state.step * accum, cfg.max_steps * accum, cfg.num_workers)
+    deliverable = lambda: ema.model if ema else accelerator.unwrap_model(model)  # noqa: E731
+    metrics: dict = {}
+
+    with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id) as tracker:
+        state.run_id = tracker.run_id or state.run_id
+        bar = tqdm(total=cfg.max_steps, initial=state.step, desc=stage, unit="step",
+                   disable=not accelerator.is_main_process, dynamic_ncols=True)
+        model.train()
+        window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
+        logs_sum: dict[str, float] = {}
+        t_data = time.perf_counter()
+        for micro, (lr, hr) in enumerate(loader, start=state.step * accum):
+            lr, hr = lr.to(accelerator.device, non_blocking=True), hr.to(accelerator.device, non_blocking=True)
+            t_step = time.perf_counter()
+            window["data_time"] += t_step - t_data
+            last_micro = (micro + 1) % accum == 0
+            extra_logs = objective.before_step(accelerator, model, lr, hr, state.step) if micro % accum == 0 else {}
+            sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    loss, logs = objective.loss(model, lr, hr, state.step)
+                _check_finite(accelerator, loss, state.step, stage, ckpt_dir)
+                accelerator.backward(loss / accum)
+            for k, v in {**logs, **extra_logs}.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / accum
+            if not last_micro:
+                t_data = time.perf_counter()
+                continue
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(params_to_train, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            if ema:
+                ema.update(accelerator.unwrap_model(model))
+            state.step += 1
+            window["step_time"] += time.perf_counter() - t_step
+            window["n"] += 1
+            bar.update(1)
+
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                n = max(window["n"], 1)
+                row = {k: v / n for k, v in logs_sum.items()}
+                row.update(lr=schedule.get_lr(), data_time=window["data_time"] / n, step_time=window["step_time"] / n)
+                bar.set_postfix(loss=f"{row.get('l1', next(iter(row.values()))):.4f}",
+                                data=f"{row['data_time'] * 1e3:.0f}ms", step=f"{row['step_time'] * 1e3:.0f}ms")
+                tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step=state.step)
+                window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
+                logs_sum = {}
+            if validate and (state.step % cfg.val_every == 0 or state.step == cfg.max_steps):
+                if accelerator.is_main_process:
+                    net = deliverable()
+                    was_training = net.training
+                    net.eval()
+                    metrics = {k: v for k, v in validate(net).items() if isinstance(v, (int, float))}
+                    net.train(was_training)
+                    tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=state.step)
+                    bar.write(f"[{stage}] step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                accelerator.wait_for_everyone()
+            if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps:
+                _save_checkpoint(accelerator, ckpt_dir, fp)
+            t_data = time.perf_counter()
+        bar.close()
+        if state.step < cfg.max_steps:
+            raise RuntimeError(f"[{stage}] data stream ended at step {state.step} < max_steps {cfg.max_steps}")
+        final = copy.deepcopy(deliverable()).cpu().eval()
+        final.config = getattr(accelerator.unwrap_model(model), "config", None)
+        if accelerator.is_main_process and validate and not metrics:
+            metrics = {k: v for k, v in validate(final).items() if isinstance(v, (int, float))}
+        if accelerator.is_main_process and finish:
+            finish(final, metrics, tracker)
+        accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(final, state.step, metrics)
+
+
+def _check_finite(accelerator, loss: torch.Tensor, step: int, stage: str, ckpt_dir: Path):
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if bad.item() > 0:
+        last = ckpt_dir / "latest"
+        kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+        raise FloatingPointError(f"[{stage}] loss is {float(loss.detach())} (not finite) at step {step}; "
+                                 f"{kept}. Lower train.lr, set train.grad_clip, or check the data.")

@@ -1,0 +1,160 @@
+"""Sub-image shards, the training stream and bad inputs."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from photos import photo
+from pipeline.data.images import ImageError, bicubic_downscale, list_images, mod_crop, read_image
+from pipeline.data.loader import PatchBatches, make_loader
+from pipeline.data.shards import ExtractSpec, PairShards, window_starts, write_shards
+from pipeline.data.sources import ImageRef, folder_refs
+
+
+def test_window_starts_follow_basicsr_threshold():
+    assert window_starts(1000, 480, 240, 0) == [0, 240, 480, 520]  # remainder 40 > 0: last window added
+    assert window_starts(720, 480, 240, 0) == [0, 240]
+    assert window_starts(200, 128, 64, 48) == [0, 64]  # remainder 8 <= 48: dropped (ClassSR)
+    assert window_starts(250, 128, 64, 48) == [0, 64, 122]
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    d = tmp_path / "hr"
+    d.mkdir()
+    for name, box in [("chelsea", None), ("coffee", (0, 0, 250, 301))]:
+        Image.fromarray(photo(name, box)).save(d / f"{name}.png")
+    return d
+
+
+def test_shards_reload_with_counts_shapes_dtype_and_exact_lr(photo_folder, tmp_path):
+    spec = ExtractSpec(scales=[2, 4], crop_size=96, step=48, thresh_size=0)
+    info = write_shards(folder_refs(photo_folder), spec, tmp_path / "shards", 10, 1, str(photo_folder))
+    expected = 0
+    for name in ["chelsea", "coffee"]:
+        h, w = mod_crop(read_image(photo_folder / f"{name}.png"), 4).shape[:2]
+        expected += len(window_starts(h, 96, 48, 0)) * len(window_starts(w, 96, 48, 0))
+    assert info["num_subimages"] == expected
+    assert json.loads((tmp_path / "shards" / "info.json").read_text())["num_subimages"] == expected
+    assert not (tmp_path / "shards.tmp").exists()
+
+    import datasets
+
+    rows = datasets.load_from_disk(str(tmp_path / "shards" / "arrow"))
+    for s in (2, 4):
+        shards = PairShards(tmp_path / "shards", s)
+        assert len(shards) == expected
+        for i in [0, 7, expected - 1]:
+            lr, hr = shards.pair(i)
+            assert lr.dtype == np.uint8 and hr.shape == (96, 96, 3) and lr.shape == (96 // s, 96 // s, 3)
+            # each LR equals (the crop of) MATLAB-bicubic LR of its whole source HR, as BasicSR builds it
+            row = rows[i]
+            full = mod_crop(read_image(photo_folder / f"{row['image']}.png"), 4)
+            top, left = row["top"], row["left"]
+            assert np.array_equal(hr, full[top:top + 96, left:left + 96])
+            lr_full = bicubic_downscale(full, s)
+            assert np.array_equal(lr, lr_full[top // s:top // s + 96 // s, left // s:left // s + 96 // s])
+
+
+def test_classsr_rescaled_variants(photo_folder, tmp_path):
+    spec = ExtractSpec(scales=[4], crop_size=128, step=64, thresh_size=48, rescales=[1.0, 0.6])
+    write_shards(folder_refs(photo_folder), spec, tmp_path / "c", 10, 1, "x")
+    import datasets
+
+    names = set(datasets.load_from_disk(str(tmp_path / "c" / "arrow"))["image"])
+    assert names == {"1.0_chelsea", "0.6_chelsea", "1.0_coffee", "0.6_coffee"}
+    assert PairShards(tmp_path / "c", 4).pair(0)[0].shape == (32, 32, 3)
+
+
+def test_loader_yields_aligned_seeded_pairs(photo_folder, tmp_path):
+    write_shards(folder_refs(photo_folder), ExtractSpec([4], 96, 48, 0), tmp_path / "s", 10, 1, "x")
+    shards = PairShards(tmp_path / "s", 4)
+    batches = PatchBatches(shards, batch_size=4, lr_patch=12, seed=3)
+    lr, hr = batches[5]
+    assert lr.shape == (4, 3, 12, 12) and hr.shape == (4, 3, 48, 48)
+    assert 0 <= lr.min() and lr.max() <= 1
+    # aligned: downscaling the HR patch reproduces the LR patch up to the crop's border effects
+    from pipeline.resize import imresize
+
+    down = imresize(hr, 0.25)
+    assert (down - lr)[..., 2:-2, 2:-2].abs().mean() < 0.01
+    # the stream is a function of (seed, rank, step): resumable and identical across worker counts
+    again = list(make_loader(batches, 4, 7, num_workers=2))
+    assert all(torch_equal(a, b) for a, b in zip(again[1], batches[5]))
+    other_rank = PatchBatches(shards, 4, 12, seed=3, rank=1)[5]
+    assert not torch_equal(other_rank[0], lr)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+
+def test_modes_are_converted_to_rgb_uint8(tmp_path):
+    gray = (np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    rgba = np.dstack([photo("chelsea", (0, 0, 64, 64)), np.full((64, 64), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "deep.png")
+    g = read_image(tmp_path / "gray.png")
+    assert g.shape == (64, 64, 3) and g.dtype == np.uint8 and np.array_equal(g[..., 1], gray)
+    with pytest.warns(UserWarning, match="rgba.png: alpha channel dropped"):
+        assert read_image(tmp_path / "rgba.png").shape == (64, 64, 3)
+    with pytest.warns(UserWarning, match="deep.png.*16-bit"):
+        assert np.array_equal(read_image(tmp_path / "deep.png")[..., 0], gray)
+
+
+def test_corrupt_file_is_named(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ImageError, match="broken.png"):
+        read_image(tmp_path / "broken.png")
+
+
+def test_corrupt_and_undersized_images_are_skipped_and_counted(photo_folder, tmp_path):
+    (photo_folder / "broken.png").write_bytes(b"garbage")
+    Image.fromarray(photo("chelsea", (0, 0, 40, 40))).save(photo_folder / "tiny.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = write_shards(folder_refs(photo_folder), ExtractSpec([4], 96, 48, 0), tmp_path / "s", 10, 1, "x")
+    assert info["num_skipped"] == 2
+    assert any("broken.png" in s for s in info["skipped"]) and any("tiny" in s and "smaller" in s for s in info["skipped"])
+    assert any("broken.png" in str(w.message) for w in caught)
+
+
+def test_empty_missing_and_duplicate_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        list_images(tmp_path / "empty")
+    d = tmp_path / "dup"
+    d.mkdir()
+    for ext in ("png", "jpg"):
+        Image.fromarray(photo("chelsea", (0, 0, 32, 32))).save(d / f"0001.{ext}")
+    with pytest.raises(ImageError, match="duplicate image name '0001'"):
+        list_images(d)
+
+
+def test_failed_extraction_leaves_previous_output(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "info.json").write_text("{}")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"garbage")
+    with pytest.raises(ImageError, match="no sub-images"):
+        write_shards([ImageRef("x", str(bad / "x.png"))], ExtractSpec([4], 96, 48, 0), out, 10, 1, "bad")
+    assert (out / "info.json").read_text() == "{}" and not (tmp_path / "s.tmp").exists()
+
+
+def test_hub_source_offline_gives_clear_error(monkeypatch):
+    from pipeline.data.sources import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ImageError, match="hub:someone/div2k.*local folder"):
+        resolve("hub:someone/div2k")

@@ -1,0 +1,50 @@
+"""Params are validated before any work, with messages that name the key and what is allowed."""
+import pytest
+import yaml
+
+from pipeline.params import ParamError, PrepareClassSR, PrepareSR, PretrainTeacher, load_section
+
+
+def write(tmp_path, section, body):
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({section: body}))
+    return p
+
+
+@pytest.mark.parametrize("body, key, allowed", [
+    ({"scales": [5]}, "prepare_sr.scales[0]", "allowed: 2, 3, 4"),
+    ({"step": 0}, "prepare_sr.step", "must be > 0"),
+    ({"crop_size": "big"}, "prepare_sr.crop_size", "expected an integer"),
+    ({"crop_sz": 480}, "prepare_sr.crop_sz", "unknown key; allowed keys: source"),
+    ({"source": "/no/such/folder"}, "prepare_sr.source", "does not exist"),
+    ({"crop_size": 8, "scales": [4]}, "prepare_sr.crop_size", ">= 8 px"),
+])
+def test_prepare_sr_errors_name_the_key(tmp_path, body, key, allowed):
+    with pytest.raises(ParamError) as e:
+        load_section("prepare_sr", PrepareSR, write(tmp_path, "prepare_sr", body))
+    assert f"'{key}'" in str(e.value) and allowed in str(e.value)
+
+
+def test_classsr_threshold_must_be_below_crop(tmp_path):
+    with pytest.raises(ParamError, match="prepare_classsr.thresh_size"):
+        load_section("prepare_classsr", PrepareClassSR, write(tmp_path, "prepare_classsr", {"thresh_size": 128}))
+
+
+def test_nested_training_params(tmp_path):
+    p = write(tmp_path, "pretrain_teacher", {"model": {"arch": "srgan"}})
+    with pytest.raises(ParamError, match="'pretrain_teacher.model.arch'.*allowed: carn_m, edsr"):
+        load_section("pretrain_teacher", PretrainTeacher, p)
+    p = write(tmp_path, "pretrain_teacher", {"train": {"mixed_precision": "fp8"}})
+    with pytest.raises(ParamError, match="'pretrain_teacher.train.mixed_precision'.*'bf16'"):
+        load_section("pretrain_teacher", PretrainTeacher, p)
+    p = write(tmp_path, "pretrain_teacher", {"train": {"lr": 1, "max_steps": 3}})
+    cfg = load_section("pretrain_teacher", PretrainTeacher, p)
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float) and cfg.train.max_steps == 3
+
+
+def test_repo_params_file_is_valid(repo):
+    import pipeline.params as P
+
+    for section, cls in [("prepare_sr", P.PrepareSR), ("prepare_classsr", P.PrepareClassSR),
+                         ("pretrain_teacher", P.PretrainTeacher)]:
+        load_section(section, cls, repo / "params.yaml")
