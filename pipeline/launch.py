@@ -33,10 +33,10 @@ def launch_command(section: str, module: str) -> tuple[list[str], dict]:
         return [], env
     if torch.cuda.is_available():
         config = env.get("ACCELERATE_CONFIG_FILE", "configs/accelerate.yaml")
-        return ["accelerate", "launch", "--config_file", config, "--num_processes", str(n),
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(n),
                 "--mixed_precision", precision, "-m", module], env
     env["ACCELERATE_USE_CPU"] = "1"
-    return ["torchrun", "--standalone", "--nproc_per_node", str(n), "-m", module], env
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", module], env
 
 
 def main(argv=None):

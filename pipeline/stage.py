@@ -12,10 +12,17 @@ from pipeline.params import ParamError
 
 
 def run(main):
-    """Run a stage's ``main``; user errors (bad params, bad input) exit 2 with one clear line."""
+    """Run a stage's ``main``; user errors (bad params, bad input, unreachable tracking server) exit 2
+    with one clear line."""
+    import os
+
+    from pipeline.tracking import check_server, tracking_uri
+
     try:
+        if os.environ.get("PIPELINE_TRACKING", "1") != "0":
+            check_server(tracking_uri())
         main()
-    except (ParamError, ImageError, FileNotFoundError) as e:
+    except (ParamError, ImageError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

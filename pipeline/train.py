@@ -208,6 +208,8 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
     objective = objective or Objective()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
+    accelerator.print(f"[{stage}] {accelerator.num_processes} processes ({accelerator.distributed_type.value}) "
+                      f"on {accelerator.device}, precision {accelerator.mixed_precision}")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(params, data_info or {})

@@ -1,0 +1,132 @@
+"""The shared training loop: exact resume, NaN guard, 2-process CPU run, tracking."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline import models
+from pipeline.data.loader import PatchBatches
+from pipeline.data.shards import PairShards
+from pipeline.params import PretrainTeacher, load_section
+from pipeline.train import Objective, train, lr_factor
+from pipeline.params import Schedule
+from tiny import make_tiny_project
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_TRACKING", "0")
+    return make_tiny_project(tmp_path)
+
+
+def run_training(root, objective=None, ckpt="ckpt", ema=0.0):
+    cfg = load_section("pretrain_teacher", PretrainTeacher, root / "params.yaml")
+    cfg.train.ema_decay = ema
+    torch.manual_seed(cfg.train.seed)
+    model = models.build("msrresnet", 4, nf=8, nb=1)
+    shards = PairShards(root / "data/sr", 4)
+    data = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
+    return train(model, cfg.train, data, stage="test", params=cfg, ckpt_dir=root / ckpt, objective=objective,
+                 data_info=shards.info)
+
+
+class CrashAt(Objective):
+    """Simulates a run killed mid-way: raises once the loop reaches ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def loss(self, model, lr, hr, step):
+        if step == self.step:
+            raise KeyboardInterrupt("killed")
+        return super().loss(model, lr, hr, step)
+
+
+def test_killed_run_resumes_bit_identical(tiny):
+    uninterrupted = run_training(tiny, ckpt="a").model.state_dict()
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny, objective=CrashAt(5), ckpt="b")
+    saved = load_file(str(tiny / "b/latest/model.safetensors"))
+    assert not all(torch.equal(saved[k], uninterrupted[k]) for k in saved)  # the crash really left it mid-way
+    resumed = run_training(tiny, ckpt="b").model.state_dict()
+    for k, v in uninterrupted.items():
+        assert torch.equal(v, resumed[k]), k
+
+
+def test_changed_params_start_fresh_not_resume(tiny, capsys):
+    run_training(tiny, ckpt="c")
+    text = (tiny / "params.yaml").read_text().replace("lr: 0.001", "lr: 0.002")
+    (tiny / "params.yaml").write_text(text)
+    run_training(tiny, ckpt="c")
+    assert "starting fresh" in capsys.readouterr().out
+
+
+def test_ema_is_the_deliverable(tiny):
+    plain = run_training(tiny, ckpt="d").model.state_dict()
+    ema = run_training(tiny, ckpt="e", ema=0.9).model.state_dict()
+    assert not torch.equal(plain["conv_first.weight"], ema["conv_first.weight"])
+
+
+class NaNAt(Objective):
+    def loss(self, model, lr, hr, step):
+        loss, logs = super().loss(model, lr, hr, step)
+        return (loss * float("nan") if step == 3 else loss), logs
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tiny):
+    with pytest.raises(FloatingPointError, match="not finite.*step 3.*last good checkpoint"):
+        run_training(tiny, objective=NaNAt(), ckpt="n")
+    weights = load_file(str(tiny / "n/latest/model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_cosine_restart_schedule():
+    f = lr_factor(Schedule(kind="cosine_restart", periods=[10, 10], restart_weights=[1, 0.5], eta_min=0.0), 20, 1.0)
+    assert f(0) == pytest.approx(1.0) and f(5) == pytest.approx(0.5) and f(10) == pytest.approx(0.5)
+    assert f(15) == pytest.approx(0.25)
+    g = lr_factor(Schedule(kind="multistep", milestones=[4, 8], gamma=0.5), 20, 1.0)
+    assert [g(3), g(4), g(9)] == [1.0, 0.5, 0.25]
+
+
+def _stage(root, env_extra=None, args=("pretrain_teacher", "stages.pretrain_teacher")):
+    env = {**os.environ, "PYTHONPATH": REPO, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline.launch", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_two_process_cpu_run_completes(tmp_path):
+    root = make_tiny_project(tmp_path, train={"num_processes": 2, "max_steps": 4})
+    out = _stage(root, {"PIPELINE_TRACKING": "0"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "torch.distributed.run" in out.stdout and "2 processes (MULTI_CPU)" in out.stdout + out.stderr
+    assert (root / "models/teacher/model.safetensors").is_file()
+
+
+def test_tracking_run_holds_params_metrics_artifacts(tmp_path):
+    root = make_tiny_project(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = _stage(root, {"MLFLOW_TRACKING_URI": uri, "PIPELINE_TRACKING": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("sr-pipeline")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "pretrain_teacher" and run.info.status == "FINISHED"
+    assert run.data.tags["stage"] == "pretrain_teacher" and len(run.data.tags["params_hash"]) == 12
+    assert run.data.params["train.max_steps"] == "6" and run.data.params["model.arch"] == "msrresnet"
+    assert "val/psnr" in run.data.metrics and "psnr" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train/l1")) == 3  # every log_every=2 of 6 steps
+    assert "model/config.json" in [a.path for a in client.list_artifacts(run.info.run_id, "model")]
+
+
+def test_unreachable_server_is_reported_at_start(tmp_path):
+    root = make_tiny_project(tmp_path)
+    out = _stage(root, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "PIPELINE_TRACKING": "1"})
+    assert out.returncode != 0 and "http://127.0.0.1:9 is unreachable" in out.stderr
+    assert not (root / "models/teacher").exists()
