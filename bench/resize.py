@@ -43,7 +43,7 @@ def main():
         pil = best_of(lambda: Image.fromarray(img_u8).resize(size, Image.BICUBIC))
         line = f"x{scale}: ours {ours * 1e3:.0f} ms | PIL {pil * 1e3:.0f} ms (ours/PIL {ours / pil:.2f})"
         if reference:
-            ref = best_of(lambda: reference(img, scale), repeats=1)
+            ref = best_of(lambda: reference(img, scale))
             line += f" | BasicSR {ref * 1e3:.0f} ms (BasicSR/ours speed-up {ref / ours:.1f}x, target >= 5x)"
         else:
             line += " | BasicSR: pass --basicsr to measure"

@@ -1,6 +1,7 @@
 """Launch a training stage with the process count and precision from its params section.
 
     python -m pipeline.launch pretrain_teacher stages.pretrain_teacher
+    python -m pipeline.launch train_branch stages.train_branch simple   # extra args go to the stage
 
 - 1 process: runs the stage module in this process.
 - N processes with CUDA: ``accelerate launch`` with ``--num_processes N`` and the repo's
@@ -21,10 +22,10 @@ import yaml
 from pipeline.params import params_path
 
 
-def launch_command(section: str, module: str) -> tuple[list[str], dict]:
-    raw = yaml.safe_load(params_path().read_text()) or {}
-    train = (raw.get(section) or {}).get("train") or {}
-    n = int(train.get("num_processes", 1))
+def launch_command(section: str, module: str, args=()) -> tuple[list[str], dict]:
+    raw = (yaml.safe_load(params_path().read_text()) or {}).get(section) or {}
+    train = raw.get("train") or {}
+    n = int(train.get("num_processes", raw.get("num_processes", 1)))
     precision = str(train.get("mixed_precision", "no"))
     env = dict(os.environ)
     import torch
@@ -34,16 +35,16 @@ def launch_command(section: str, module: str) -> tuple[list[str], dict]:
     if torch.cuda.is_available():
         config = env.get("ACCELERATE_CONFIG_FILE", "configs/accelerate.yaml")
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(n),
-                "--mixed_precision", precision, "-m", module], env
+                "--mixed_precision", precision, "-m", module, *args], env
     env["ACCELERATE_USE_CPU"] = "1"
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", module], env
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", module, *args], env
 
 
 def main(argv=None):
-    section, module = (argv or sys.argv[1:])[:2]
-    cmd, env = launch_command(section, module)
+    section, module, *args = argv or sys.argv[1:]
+    cmd, env = launch_command(section, module, args)
     if not cmd:
-        sys.argv = [module]
+        sys.argv = [module, *args]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         return
     print("launch:", " ".join(cmd), flush=True)

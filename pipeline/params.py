@@ -284,3 +284,53 @@ class TrainConfig:
 class PretrainTeacher:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---- ClassSR --------------------------------------------------------------------------------------
+
+CLASS_NAMES = ("simple", "medium", "hard")
+
+
+@dataclass
+class ClassifyPatches:
+    batch_size: int = 256
+    thresholds: list[float] = field(default_factory=list)  # [] = tertiles; else [low, high] dB
+    num_processes: int = 1
+
+    def validate(self, p):
+        check(self.batch_size > 0, f"{p}.batch_size", "must be > 0")
+        check(len(self.thresholds) in (0, 2) and (not self.thresholds or self.thresholds[0] < self.thresholds[1]),
+              f"{p}.thresholds", "[] for tertiles, or [low, high] with low < high (ClassSR: [27.16882, 35.149761])")
+        check(self.num_processes >= 1, f"{p}.num_processes", "must be >= 1")
+
+
+@dataclass
+class TrainBranch:
+    arch: str = "msrresnet"
+    scale: int = 4
+    branches: dict[str, dict[str, Any]] = field(default_factory=dict)  # class name -> constructor kwargs
+    init_hard_from_teacher: bool = True
+    all_patches_steps: int = 0  # warm-up steps on every patch before the branch's own class (0 = paper)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, p):
+        ModelSpec(self.arch, {}, self.scale).validate(p)
+        check(0 <= self.all_patches_steps <= self.train.max_steps, f"{p}.all_patches_steps", "must be in [0, max_steps]")
+        check(sorted(self.branches) == sorted(CLASS_NAMES), f"{p}.branches",
+              f"needs exactly the keys {', '.join(CLASS_NAMES)}")
+
+
+@dataclass
+class FinetuneClassSR:
+    loss_weights: list[float] = field(default_factory=lambda: [1000.0, 0.5, 3.0])  # L1, class, average
+    patch: int = 32
+    stride: int = 28
+    budgets: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.65, 0.5])
+    classifier: TrainConfig = field(default_factory=TrainConfig)  # phase 1: branches frozen
+    joint: TrainConfig = field(default_factory=TrainConfig)  # phase 2: everything trains
+
+    def validate(self, p):
+        check(len(self.loss_weights) == 3 and all(w >= 0 for w in self.loss_weights), f"{p}.loss_weights",
+              "three non-negative weights: L1, class loss, average loss")
+        check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
+        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")

@@ -2,9 +2,10 @@
 
 MATLAB's (and BasicSR's ``matlab_functions.imresize``) resize is separable: each output row is a
 weighted sum of at most ``ceil(4 / scale) + 2`` input rows, with the image mirrored at its borders
-("symmetric" padding, edge pixel repeated). Instead of looping over output pixels, we fold the
-weights and the mirroring into one dense (out x in) matrix per axis and apply both axes with two
-matmuls. This is exact up to float rounding and runs on any torch device.
+("symmetric" padding, edge pixel repeated). Instead of looping over output pixels we fold the weights
+and the mirroring into an (out x in) matrix per axis and apply it as a few banded matmuls: each block
+of 32 output rows only touches a narrow band of input rows, so the work is ~out x (32/scale + taps)
+instead of out x in. Exact up to float rounding, on any torch device.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool = True) -> np.ndarray:
-    """The (out_length x in_length) float64 matrix that resizes one axis, borders included."""
+def _taps(in_length: int, out_length: int, scale: float, antialiasing: bool):
+    """MATLAB's contributions: (out x taps) 0-based input indices (unmirrored) and normalised weights."""
     kernel_width = 4.0
     stretch = scale < 1 and antialiasing
     if stretch:
@@ -40,16 +41,56 @@ def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: b
     distance = u[:, None] - indices
     weights = scale * _cubic(distance * scale) if stretch else _cubic(distance)
     weights = weights / weights.sum(axis=1, keepdims=True)
+    return indices.astype(np.int64) - 1, weights
 
-    # Mirror out-of-range positions back inside ("symmetric" padding: edge pixel repeated).
-    idx = indices.astype(np.int64) - 1  # 0-based
+
+def _mirror(idx: np.ndarray, in_length: int) -> np.ndarray:
+    """Symmetric padding (edge pixel repeated), as MATLAB and BasicSR."""
     idx = np.where(idx < 0, -idx - 1, idx)
     idx = np.where(idx >= in_length, 2 * in_length - idx - 1, idx)
     if idx.min() < 0 or idx.max() >= in_length:
-        raise ValueError(f"imresize: input length {in_length} is too small for scale {scale}")
+        raise ValueError(f"imresize: input length {in_length} is too small for this scale")
+    return idx
+
+
+@lru_cache(maxsize=64)
+def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool = True) -> np.ndarray:
+    """The (out_length x in_length) float64 matrix that resizes one axis, borders included."""
+    idx, weights = _taps(in_length, out_length, scale, antialiasing)
+    idx = _mirror(idx, in_length)
     matrix = np.zeros((out_length, in_length), dtype=np.float64)
-    np.add.at(matrix, (np.repeat(np.arange(out_length), taps), idx.ravel()), weights.ravel())
+    np.add.at(matrix, (np.repeat(np.arange(out_length), idx.shape[1]), idx.ravel()), weights.ravel())
     return matrix
+
+
+BAND_ROWS = 32  # output rows per banded matmul: each only touches ~BAND_ROWS/scale input rows
+
+
+@lru_cache(maxsize=64)
+def _bands(in_length: int, out_length: int, scale: float, antialiasing: bool):
+    """Split the resize matrix into row blocks with the input band each one touches."""
+    matrix = resize_matrix(in_length, out_length, scale, antialiasing)
+    bands = []
+    for r0 in range(0, out_length, BAND_ROWS):
+        block = matrix[r0:r0 + BAND_ROWS]
+        cols = np.flatnonzero(np.abs(block).sum(axis=0))
+        lo, hi = int(cols.min()), int(cols.max()) + 1
+        bands.append((lo, hi, torch.from_numpy(np.ascontiguousarray(block[:, lo:hi], dtype=np.float32)),
+                      torch.from_numpy(np.ascontiguousarray(block[:, lo:hi].T, dtype=np.float32))))
+    return bands
+
+
+def _resize_axis(x: torch.Tensor, scale: float, antialiasing: bool, dim: int) -> torch.Tensor:
+    """Resize the rows (dim=-2) or columns (dim=-1) of a ...xHxW tensor, one matmul per block."""
+    n_in = x.shape[dim]
+    n_out = output_size(n_in, scale)
+    parts = []
+    for lo, hi, block, block_t in _bands(n_in, n_out, scale, antialiasing):
+        if dim == -1:
+            parts.append(x[..., lo:hi] @ block_t.to(x.device, x.dtype))
+        else:
+            parts.append(block.to(x.device, x.dtype) @ x[..., lo:hi, :])
+    return torch.cat(parts, dim=dim)
 
 
 def output_size(in_length: int, scale: float) -> int:
@@ -57,12 +98,13 @@ def output_size(in_length: int, scale: float) -> int:
 
 
 def _resize_tensor(img: torch.Tensor, scale: float, antialiasing: bool) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    out_h, out_w = output_size(h, scale), output_size(w, scale)
     dtype = img.dtype if img.dtype in (torch.float32, torch.float64) else torch.float32
-    wh = torch.from_numpy(resize_matrix(h, out_h, scale, antialiasing)).to(img.device, dtype)
-    ww = torch.from_numpy(resize_matrix(w, out_w, scale, antialiasing)).to(img.device, dtype)
-    return wh @ img.to(dtype) @ ww.T
+    x = img.to(dtype)
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None]
+    out = _resize_axis(_resize_axis(x, scale, antialiasing, -2), scale, antialiasing, -1)
+    return out[0] if squeeze else out
 
 
 def imresize(img, scale: float, antialiasing: bool = True):
@@ -81,7 +123,7 @@ def imresize(img, scale: float, antialiasing: bool = True):
         if not np.issubdtype(img.dtype, np.floating):
             raise TypeError(f"imresize: numpy input must be float in [0, 1], got {img.dtype}")
         chw = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-        chw = chw[None] if img.ndim == 2 else chw.permute(2, 0, 1)
+        chw = chw[None] if img.ndim == 2 else chw.permute(2, 0, 1).contiguous()
         out = _resize_tensor(chw, scale, antialiasing)
         out = out[0] if img.ndim == 2 else out.permute(1, 2, 0)
         return out.contiguous().numpy()

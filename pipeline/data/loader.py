@@ -42,10 +42,14 @@ class PatchBatches(Dataset):
     """Index = global step; item = that step's (lr, hr) batch for this rank, as float NCHW in [0, 1]."""
 
     def __init__(self, shards, batch_size: int, lr_patch: int, seed: int, rank: int = 0, indices=None,
-                 augment_data: bool = True):
+                 augment_data: bool = True, all_patches_until: int = 0):
+        """``indices`` restricts sampling to a subset (e.g. one ClassSR class) from step
+        ``all_patches_until`` on; earlier steps draw from every patch (a warm-up)."""
         self.shards, self.batch_size, self.lr_patch = shards, batch_size, lr_patch
         self.seed, self.rank, self.augment = seed, rank, augment_data
-        self.indices = np.arange(len(shards)) if indices is None else np.asarray(indices)
+        self.all_indices = np.arange(len(shards))
+        self.indices = self.all_indices if indices is None else np.asarray(indices)
+        self.all_patches_until = all_patches_until
         if len(self.indices) == 0:
             raise ValueError("the training set is empty")
 
@@ -54,7 +58,8 @@ class PatchBatches(Dataset):
 
     def __getitem__(self, step: int):
         rng = np.random.default_rng([self.seed, self.rank, int(step)])
-        picks = self.indices[rng.integers(0, len(self.indices), self.batch_size)]
+        pool = self.all_indices if step < self.all_patches_until else self.indices
+        picks = pool[rng.integers(0, len(pool), self.batch_size)]
         lrs, hrs = [], []
         for i in picks:
             lr, hr = self.shards.pair(i)

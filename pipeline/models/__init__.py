@@ -23,10 +23,19 @@ from pipeline.models.rfdn import RFDN
 ARCHS = {"fsrcnn": FSRCNN, "msrresnet": MSRResNet, "carn_m": CARNM, "rcan": RCAN, "edsr": EDSR, "rfdn": RFDN}
 
 
+def _classsr(scale: int, branch_arch: str, branches: list[dict]) -> nn.Module:
+    from pipeline.models.classsr import ClassSR
+
+    return ClassSR([ARCHS[branch_arch](scale=scale, **kw) for kw in branches])
+
+
+COMPOSITE = {"classsr": _classsr}  # built from other architectures
+
+
 def build(name: str, scale: int = 4, **kwargs) -> nn.Module:
-    if name not in ARCHS:
-        raise ValueError(f"unknown architecture '{name}'; allowed: {', '.join(sorted(ARCHS))}")
-    model = ARCHS[name](scale=scale, **kwargs)
+    if name not in ARCHS and name not in COMPOSITE:
+        raise ValueError(f"unknown architecture '{name}'; allowed: {', '.join(sorted(ARCHS | COMPOSITE))}")
+    model = (ARCHS.get(name) or COMPOSITE[name])(scale=scale, **kwargs)
     model.config = {"arch": name, "scale": scale, "kwargs": kwargs}  # what save() writes beside the weights
     return model
 

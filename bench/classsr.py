@@ -1,0 +1,68 @@
+"""ClassSR wall time on a 2K-size image (LR 510x339 -> 2040x1356): ClassSR / branch-O with the same
+tiling, ClassSR / branch-O on the whole image, and batched-per-class vs one patch at a time.
+
+    python bench/classsr.py [--model models/classsr]   # default: the trained pipeline model if present,
+                                                       # else an untrained ClassSR-FSRCNN (16/36/56)
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline import models  # noqa: E402
+from pipeline.classsr import classsr_upscale  # noqa: E402
+from pipeline.metrics import uint8_to_tensor  # noqa: E402
+from pipeline.tiling import run_tiled, split  # noqa: E402
+
+
+def best_of(fn, repeats=3):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="models/classsr")
+    args = ap.parse_args()
+    if Path(args.model).is_dir():
+        model, what = models.load(args.model).eval(), args.model
+    else:
+        model = models.build("classsr", 4, branch_arch="fsrcnn", branches=[{"d": 16}, {"d": 36}, {"d": 56}]).eval()
+        what = "untrained ClassSR-FSRCNN (run the pipeline for the trained model)"
+    lr_img = np.asarray(Image.fromarray(skimage.data.retina()).resize((510, 339), Image.BICUBIC))
+    lr = uint8_to_tensor(lr_img)[0]
+    hard = model.branches[-1]
+    with torch.no_grad():
+        out = classsr_upscale(model, lr, 4)
+        t_classsr = best_of(lambda: classsr_upscale(model, lr, 4))
+        t_tiled_o = best_of(lambda: run_tiled(hard, lr, 4, 32, 28, batch=256))
+        t_whole_o = best_of(lambda: hard(lr[None]))
+        tiles = split(lr, 32, 28)
+        classes = out.classes
+
+        def one_at_a_time():
+            for p, c in zip(tiles.patches, classes):
+                model.branches[c](p[None])
+
+        t_single = best_of(one_at_a_time, repeats=1)
+    fractions = np.bincount(classes, minlength=3) / len(classes)
+    print(f"model: {what}; LR 510x339, {len(classes)} patches of 32 (stride 28), classes simple/medium/hard "
+          f"{fractions.round(2).tolist()}, {torch.get_num_threads()} threads")
+    print(f"ClassSR {t_classsr:.3f} s | branch-O tiled {t_tiled_o:.3f} s | branch-O whole image {t_whole_o:.3f} s")
+    print(f"ratio ClassSR / branch-O same tiling: {t_classsr / t_tiled_o:.2f} (target <= 0.65 once trained)")
+    print(f"ratio ClassSR / branch-O whole image: {t_classsr / t_whole_o:.2f}")
+    print(f"batched per class {t_classsr:.3f} s vs one patch at a time {t_single:.3f} s: {t_single / t_classsr:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""ClassSR (Kong et al., CVPR 2021): a Class-Module routes each 32x32 LR patch to one of three SR
+branches of increasing cost. Training blends the branches by the class probabilities; inference picks
+one branch per patch (see pipeline.classsr for tiling, batching and the FLOPs budget)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.models.common import scale_init
+
+
+class Classifier(nn.Module):
+    """ClassSR's Class-Module (60,035 params): strided 4x4 conv, 1x1 convs, global average, linear."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        act = lambda: nn.LeakyReLU(0.1, inplace=True)  # noqa: E731
+        self.CondNet = nn.Sequential(nn.Conv2d(3, 128, 4, 4), act(), nn.Conv2d(128, 128, 1), act(),
+                                     nn.Conv2d(128, 128, 1), act(), nn.Conv2d(128, 128, 1), act(),
+                                     nn.Conv2d(128, 32, 1))
+        self.fc = nn.Linear(32, num_classes)
+        scale_init([self.CondNet], 0.1)  # only CondNet is initialised this way in the official code
+
+    def forward(self, x):
+        return self.fc(self.CondNet(x).mean(dim=(2, 3)))
+
+
+class ClassSR(nn.Module):
+    """``branches`` ordered simple -> medium -> hard (cheapest first)."""
+
+    def __init__(self, branches: list[nn.Module]):
+        super().__init__()
+        self.classifier = Classifier(len(branches))
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x, return_probs: bool = False):
+        probs = torch.softmax(self.classifier(x), dim=1)
+        sr = sum(probs[:, i, None, None, None] * branch(x) for i, branch in enumerate(self.branches))
+        return (sr, probs) if return_probs else sr
+
+
+def class_loss(probs: torch.Tensor) -> torch.Tensor:
+    """ClassSR's Class-Loss as in the code: mean over samples of (M-1) - sum_{i<j} |p_i - p_j|."""
+    m = probs.shape[1]
+    diffs = sum((probs[:, i] - probs[:, j]).abs() for i in range(m) for j in range(i + 1, m))
+    return (m - 1 - diffs).mean()
+
+
+def average_loss(probs: torch.Tensor) -> torch.Tensor:
+    """ClassSR's Average-Loss with the code's normaliser: sum_c |sum_i p_ic - n/M| / ((n/M) * 4)."""
+    n, m = probs.shape
+    target = n / m
+    return (probs.sum(dim=0) - target).abs().sum() / (target * 4)

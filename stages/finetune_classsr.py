@@ -1,0 +1,98 @@
+"""Stage finetune_classsr: Class-Module + the three branches. Phase 1 trains the classifier with the
+branches frozen (ClassSR's released configs); phase 2 fine-tunes everything. Loss: w1 L1 + w2 class
+loss + w3 average loss on the probability-weighted sum of the branches. Evaluates patch-wise
+inference on the held-out photos at every FLOPs budget."""
+import numpy as np
+import torch.nn.functional as F
+
+from pipeline import models
+from pipeline.classsr import branch_flops, classsr_upscale
+from pipeline.data.loader import PatchBatches
+from pipeline.data.shards import PairShards
+from pipeline.evaluate import bicubic_upscale, evaluate_pairs, score, test_pairs
+from pipeline.metrics import count_params, tensor_to_uint8, uint8_to_tensor
+from pipeline.models.classsr import average_loss, class_loss
+from pipeline.params import CLASS_NAMES, FinetuneClassSR, load_section
+from pipeline.stage import run, write_json
+from pipeline.tiling import run_tiled
+from pipeline.train import Objective, train
+
+DATA, VAL, OUT, METRICS = "data/classsr", "data/test/sample", "models/classsr", "metrics/finetune_classsr.json"
+
+
+class ClassSRObjective(Objective):
+    def __init__(self, weights):
+        self.w = weights
+
+    def loss(self, model, lr, hr, step):
+        sr, probs = model(lr, return_probs=True)
+        l1, lc, la = F.l1_loss(sr, hr), class_loss(probs), average_loss(probs)
+        return self.w[0] * l1 + self.w[1] * lc + self.w[2] * la, {"l1": l1.detach(), "class_loss": lc.detach(),
+                                                                  "average_loss": la.detach()}
+
+
+def assemble(scale: int) -> "models.nn.Module":
+    """A ClassSR model holding the three trained branches (simple, medium, hard)."""
+    folders = [f"models/branch_{n}" for n in CLASS_NAMES]
+    configs = [models.read_config(f) for f in folders]
+    model = models.build("classsr", scale, branch_arch=configs[0]["arch"], branches=[c["kwargs"] for c in configs])
+    for branch, folder in zip(model.branches, folders):
+        branch.load_state_dict(models.load(folder).state_dict())
+    return model
+
+
+def main():
+    cfg = load_section("finetune_classsr", FinetuneClassSR)
+    scale = models.read_config("models/branch_hard")["scale"]
+    model = assemble(scale)
+    shards = PairShards(DATA, scale)
+    pairs = test_pairs(VAL, scale)
+    flops = branch_flops(model, cfg.patch)
+
+    def upscale(net, lr, budget=1.0, cover_all=True):
+        out = classsr_upscale(net, uint8_to_tensor(lr)[0].to(next(net.parameters()).device), scale, cfg.patch,
+                              cfg.stride, cover_all, budget, flops=flops)
+        return tensor_to_uint8(out.sr), out
+
+    def validate(net):
+        return evaluate_pairs(lambda lr: upscale(net, lr)[0], pairs, scale)
+
+    def finish(net, val, tracker):
+        models.save(net, OUT)
+        metrics = {"params": count_params(net), "branch_flops_per_patch": dict(zip(CLASS_NAMES, flops)),
+                   "bicubic_psnr": evaluate_pairs(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"]}
+        hard = net.branches[-1]
+        tiled_o = lambda lr: tensor_to_uint8(run_tiled(hard, uint8_to_tensor(lr)[0], scale, cfg.patch, cfg.stride))  # noqa: E731
+        metrics["branch_o_tiled_psnr"] = evaluate_pairs(tiled_o, pairs, scale)["psnr"]
+        metrics["branch_o_whole_psnr"] = evaluate_pairs(lambda lr: tensor_to_uint8(hard(uint8_to_tensor(lr))[0]),
+                                                        pairs, scale)["psnr"]
+        for budget in cfg.budgets:
+            outs = [upscale(net, lr, budget) for _, lr, _ in pairs]
+            psnr = float(np.mean([score(sr, hr, scale)["psnr"] for (sr, _), (_, _, hr) in zip(outs, pairs)]))
+            mean_flops = float(np.mean([o.flops_per_patch for _, o in outs]))
+            classes = np.concatenate([o.classes for _, o in outs])
+            metrics[f"budget_{budget:g}"] = {
+                "psnr": psnr, "flops_per_patch": mean_flops, "flops_percent_of_branch_o": 100 * mean_flops / flops[-1],
+                **{f"fraction_{n}": float(np.mean(classes == i)) for i, n in enumerate(CLASS_NAMES)}}
+        # ClassSR's own protocol: grid without the remainder, GT cropped to the covered region
+        crop_scores = []
+        for _, lr, hr in pairs:
+            sr, _ = upscale(net, lr, 1.0, cover_all=False)
+            crop_scores.append(score(sr, hr[:sr.shape[0], :sr.shape[1]], scale)["psnr"])
+        metrics["classsr_crop_protocol_psnr"] = float(np.mean(crop_scores))
+        write_json(METRICS, metrics)
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        tracker.log_metrics({f"{k}/{m}": v for k, d in metrics.items() if k.startswith("budget_") for m, v in d.items()})
+
+    objective = ClassSRObjective(cfg.loss_weights)
+    phases = [("classifier", cfg.classifier, lambda m: list(m.classifier.parameters())),
+              ("joint", cfg.joint, lambda m: list(m.parameters()))]
+    for phase, tcfg, trainable in phases:
+        batches = PatchBatches(shards, tcfg.batch_size, cfg.patch, tcfg.seed)
+        model = train(model, tcfg, batches, stage=f"finetune_classsr:{phase}", params=cfg, objective=objective,
+                      ckpt_dir=f"checkpoints/finetune_classsr/{phase}", validate=validate, trainable=trainable,
+                      data_info=shards.info, finish=finish if phase == "joint" else None).model
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,121 @@
+"""ClassSR: Class-Module, losses, tiling, batched per-class inference, budget, thresholds."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline import models
+from pipeline.classsr import apply_budget, branch_flops, classify_psnr, classsr_upscale, tertile_thresholds
+from pipeline.metrics import count_macs, count_params
+from pipeline.models.classsr import Classifier, average_loss, class_loss
+from pipeline.tiling import merge, positions, run_tiled, split
+
+
+def test_classifier_matches_official():
+    c = Classifier()
+    assert count_params(c) == 60_035
+    assert c(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    assert abs(count_macs(c, (1, 3, 32, 32)) / 1e6 - 3.80) < 0.01
+
+
+@pytest.mark.parametrize("arch, widths, total", [
+    ("fsrcnn", [{"d": 16}, {"d": 36}, {"d": 56}], 112_940),
+    ("carn_m", [{"nf": 36}, {"nf": 52}, {"nf": 64}], 645_476),
+    ("msrresnet", [{"nf": 36}, {"nf": 52}, {"nf": 64}], 3_062_060),
+])
+def test_classsr_totals(arch, widths, total):
+    assert count_params(models.build("classsr", 4, branch_arch=arch, branches=widths)) == total
+
+
+def test_losses():
+    one_hot = torch.eye(3)[[0, 1, 2, 0]]
+    uniform = torch.full((4, 3), 1 / 3)
+    assert class_loss(one_hot).item() == pytest.approx(0.0)
+    assert class_loss(uniform).item() == pytest.approx(2.0)
+    balanced = torch.eye(3)[[0, 1, 2, 0, 1, 2]]
+    assert average_loss(balanced).item() == pytest.approx(0.0)
+    assert average_loss(torch.eye(3)[[0] * 6]).item() == pytest.approx((4 + 2 + 2) / 8)
+
+
+def test_thresholds_split_into_thirds():
+    psnrs = np.arange(30.0)
+    low, high = tertile_thresholds(psnrs)
+    classes = classify_psnr(psnrs, low, high)
+    assert np.bincount(classes).tolist() == [10, 10, 10]
+    assert classes[0] == 2 and classes[-1] == 0  # low PSNR = hard
+    assert classify_psnr([27.0, 30.0, 36.0], 27.16882, 35.149761).tolist() == [2, 1, 0]  # ClassSR's values
+
+
+def test_positions_cover_the_image_or_drop_the_remainder():
+    assert positions(100, 32, 28) == [0, 28, 56, 68]
+    assert positions(100, 32, 28, cover_all=False) == [0, 28, 56]  # ClassSR: covered 88 px
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        positions(20, 32, 28)
+
+
+def test_reassembly_reproduces_a_known_function_exactly():
+    img = torch.rand(3, 75, 93)
+    nearest = lambda x: x.repeat_interleave(4, -1).repeat_interleave(4, -2)  # noqa: E731
+    out = run_tiled(nearest, img, 4, 32, 28, batch=5)
+    assert torch.allclose(out, nearest(img), atol=1e-6)
+    cropped = run_tiled(nearest, img, 4, 32, 28, cover_all=False)
+    assert cropped.shape == (3, (28 * 1 + 32) * 4, (28 * 2 + 32) * 4)
+    # overlaps are averaged: a patch-dependent output gives the mean of the covering patches
+    tiles = split(img, 32, 28)
+    ids = torch.arange(len(tiles.boxes), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 128, 128)
+    merged = merge(ids, tiles, 4)
+    assert merged[0, 0, 0] == 0 and merged[0, 0, 28 * 4 + 1] == pytest.approx(0.5)
+
+
+def tiny_classsr():
+    torch.manual_seed(0)
+    return models.build("classsr", 4, branch_arch="fsrcnn", branches=[{"d": 4}, {"d": 6}, {"d": 8}]).eval()
+
+
+def test_batched_per_class_equals_per_patch_inference():
+    model = tiny_classsr()
+    lr = torch.rand(3, 70, 90)
+    batched = classsr_upscale(model, lr, 4, batch=7)
+    tiles = split(lr, 32, 28)
+    per_patch = []
+    with torch.no_grad():
+        for p in tiles.patches:
+            c = model.classifier(p[None]).argmax(1).item()
+            per_patch.append(model.branches[c](p[None])[0])
+    reference = merge(torch.stack(per_patch), tiles, 4)
+    assert torch.allclose(batched.sr, reference, atol=1e-5)
+    assert len(batched.classes) == len(tiles.boxes)
+
+
+def test_budget_moves_least_confident_patches_to_cheaper_branches():
+    probs = torch.tensor([[0.1, 0.1, 0.8], [0.2, 0.3, 0.5], [0.1, 0.2, 0.7], [0.9, 0.05, 0.05]])
+    flops = [1.0, 2.0, 4.0]
+    assert apply_budget(probs, flops, 1.0).tolist() == [2, 2, 2, 0]
+    classes = apply_budget(probs, flops, 0.6)
+    assert sum(flops[c] for c in classes) <= 0.6 * 4 * len(classes)
+    assert classes[1] < 2 and classes[0] == 2  # the least confident hard patch moved first
+    model = tiny_classsr()
+    full = classsr_upscale(model, torch.rand(3, 64, 64), 4)
+    half = classsr_upscale(model, torch.rand(3, 64, 64), 4, budget=0.5)
+    fl = branch_flops(model)
+    # the budget holds when it is feasible; otherwise every patch goes to the cheapest branch
+    assert half.flops_per_patch - 7.4e6 <= max(0.5 * fl[-1], fl[0]) + 1e-6
+    assert full.flops_per_patch >= half.flops_per_patch - 1e-6
+
+
+def test_upscale_command_runs_classsr_and_plain_models(tmp_path):
+    from PIL import Image
+
+    from photos import photo
+    from pipeline.upscale import main
+
+    Image.fromarray(photo("chelsea", (0, 0, 40, 50))).save(tmp_path / "in.png")
+    model = tiny_classsr()
+    models.save(model, tmp_path / "classsr")
+    models.save(models.build("msrresnet", 4, nf=8, nb=1), tmp_path / "plain")
+    main([str(tmp_path / "classsr"), str(tmp_path / "in.png"), str(tmp_path / "a.png"), "--budget", "0.7"])
+    main([str(tmp_path / "plain"), str(tmp_path / "in.png"), str(tmp_path / "b.png"), "--tile", "24"])
+    for name in ("a.png", "b.png"):
+        assert Image.open(tmp_path / name).size == (200, 160)
+    with pytest.raises(SystemExit, match="cannot read image"):
+        (tmp_path / "bad.png").write_bytes(b"x")
+        main([str(tmp_path / "plain"), str(tmp_path / "bad.png"), str(tmp_path / "c.png")])
