@@ -334,3 +334,84 @@ class FinetuneClassSR:
               "three non-negative weights: L1, class loss, average loss")
         check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
         check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
+
+
+# ---- GhostSR --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ghost:
+    source: str = "models/teacher"  # any saved model folder
+    ratio: float = 0.5  # intrinsic fraction of each converted conv's output channels
+    d: int = 1  # shift distance in pixels
+    mode: Literal["gumbel", "ste"] = "gumbel"  # paper's Gumbel-Softmax, or the released straight-through
+    per_channel: bool = False  # one shift per ghost channel instead of one per layer (official)
+    tau_start: float = 10.0  # Gumbel temperature, decayed exponentially to tau_end over the fine-tune
+    tau_end: float = 0.01
+    kmeans_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, p):
+        check(Path(self.source).is_dir() or self.source == "models/teacher", f"{p}.source",
+              f"model folder '{self.source}' not found")
+        check(0 < self.ratio <= 1, f"{p}.ratio", "must be in (0, 1]")
+        check(self.d >= 1, f"{p}.d", "must be >= 1")
+        check(0 < self.tau_end <= self.tau_start, f"{p}.tau_end", "need 0 < tau_end <= tau_start")
+
+
+# ---- contrastive self-distillation (CSD) ----------------------------------------------------------
+
+
+@dataclass
+class DistillCSD:
+    teacher: str = "models/teacher"
+    width: float = 0.25  # student width multiplier
+    contra_lambda: float = 200.0
+    t_lambda: float = 1.0
+    neg_num: int = 10
+    embedding: Literal["vgg19", "teacher"] = "vgg19"  # 'teacher': download-free frozen teacher features
+    vgg_weights: str = ""  # torchvision-format vgg19 state dict; '' = download into the torch cache
+    layer_weights: list[float] = field(default_factory=lambda: [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0])
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, p):
+        check(0 < self.width < 1, f"{p}.width", "must be in (0, 1)")
+        check(self.neg_num >= 1, f"{p}.neg_num", "must be >= 1")
+        check(self.neg_num <= self.train.batch_size, f"{p}.neg_num", "must be <= train.batch_size (CSD)")
+        check(self.embedding != "vgg19" or len(self.layer_weights) == 5, f"{p}.layer_weights",
+              "vgg19 has 5 feature stages (relu1_1..relu5_1)")
+        if self.vgg_weights:
+            check(Path(self.vgg_weights).is_file(), f"{p}.vgg_weights", f"file '{self.vgg_weights}' not found")
+
+
+@dataclass
+class TrainStudentL1:
+    teacher: str = "models/teacher"  # the student has the teacher's architecture at this width
+    width: float = 0.25
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, p):
+        check(0 < self.width < 1, f"{p}.width", "must be in (0, 1)")
+
+
+@dataclass
+class DistillPCL:
+    init_from: str = "models/student_l1"  # the pretrained SR network PCL fine-tunes
+    alpha: float = 5.0  # CL weight (RCAN x4 script; NLSN uses 3)
+    num_aug: int = 3  # sharpened positives and blurred negatives each (mcl_neg)
+    sharp_range: list[float] = field(default_factory=lambda: [0.5, 3.0])
+    blur_kernels: list[int] = field(default_factory=lambda: [3, 5, 7, 9, 11])
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    layers: list[int] = field(default_factory=lambda: [4])  # discriminator feature indices (0-7)
+    cl_grad: bool = True  # False reproduces the released code (CL sends no gradient to the SR net)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, p):
+        check(self.alpha >= 0, f"{p}.alpha", "must be >= 0")
+        check(self.num_aug >= 1, f"{p}.num_aug", "must be >= 1")
+        check(len(self.sharp_range) == 2 and 0 <= self.sharp_range[0] < self.sharp_range[1], f"{p}.sharp_range",
+              "[low, high) with 0 <= low < high")
+        check(all(k % 2 == 1 and k >= 3 for k in self.blur_kernels), f"{p}.blur_kernels", "odd sizes >= 3")
+        check(len(self.blur_sigma) == 2 and 0 < self.blur_sigma[0] < self.blur_sigma[1], f"{p}.blur_sigma",
+              "[low, high) with 0 < low < high")
+        check(self.layers and all(0 <= i < 8 for i in self.layers), f"{p}.layers", "indices in 0..7")

@@ -215,6 +215,10 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
     fp = fingerprint(params, data_info or {})
 
     params_to_train = (trainable or (lambda m: [p for p in m.parameters() if p.requires_grad]))(model)
+    if trainable is not None:  # frozen parts get no gradient at all (no wasted backward through them)
+        chosen = {id(p) for p in params_to_train}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
     optimizer = torch.optim.Adam(params_to_train, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     extras, extra_opts = objective.modules(), objective.optimizers()
     prepared = accelerator.prepare(model, optimizer, *extras.values(), *extra_opts.values())

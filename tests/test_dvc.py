@@ -45,6 +45,14 @@ def reduced_project(tmp_path: Path) -> Path:
     params["prepare_test"].update(benchmark_root="bench_sets", num_workers=1)
     params["pretrain_teacher"]["model"]["kwargs"] = {"nf": 8, "nb": 1}
     params["pretrain_teacher"]["train"].update(TINY_TRAIN)
+    params["train_branch"]["branches"] = {"simple": {"nf": 4, "nb": 1}, "medium": {"nf": 6, "nb": 1},
+                                          "hard": {"nf": 8, "nb": 1}}
+    params["train_branch"]["all_patches_steps"] = 2
+    params["train_branch"]["train"].update(TINY_TRAIN)
+    for phase in ("classifier", "joint"):
+        params["finetune_classsr"][phase].update({**TINY_TRAIN, "max_steps": 2, "val_every": 2, "batch_size": 4})
+    params["finetune_classsr"]["budgets"] = [1.0, 0.5]
+    params["ghost"]["train"].update(TINY_TRAIN)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", root)
     return root
@@ -53,7 +61,8 @@ def reduced_project(tmp_path: Path) -> Path:
 def test_repro_then_noop_then_only_changed_stage_reruns(tmp_path):
     root = reduced_project(tmp_path)
     out = sh("dvc repro", root)
-    for stage in ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher"]:
+    for stage in ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher", "classify_patches",
+                  "train_branch@simple", "train_branch@hard", "finetune_classsr", "ghost"]:
         assert f"Running stage '{stage}'" in out
     assert (root / "models/teacher/model.safetensors").is_file()
     assert (root / "data/test/Set5/LR_bicubic/X4/chelsea.png").is_file()
@@ -69,8 +78,19 @@ def test_repro_then_noop_then_only_changed_stage_reruns(tmp_path):
     assert "prepare_classsr" in status
     for other in ["prepare_sr:", "prepare_test:", "pretrain_teacher:"]:
         assert other not in status
-    rerun = sh("dvc repro", root)
+    rerun = sh("dvc repro prepare_classsr", root)
     assert "Running stage 'prepare_classsr'" in rerun and rerun.count("Running stage") == 1
+    # what depends on it is now out of date, and nothing else
+    status = sh("dvc status", root)
+    assert "classify_patches" in status and "pretrain_teacher:" not in status and "prepare_sr:" not in status
+
+    # a Ghost param change makes only the Ghost stage out of date
+    sh("dvc repro", root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ghost"]["ratio"] = 0.75
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = sh("dvc status", root)
+    assert "ghost:" in status and status.count("changed deps") == 1
 
 
 def test_bad_param_stops_stage_before_work(tmp_path):

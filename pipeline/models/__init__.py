@@ -29,7 +29,19 @@ def _classsr(scale: int, branch_arch: str, branches: list[dict]) -> nn.Module:
     return ClassSR([ARCHS[branch_arch](scale=scale, **kw) for kw in branches])
 
 
-COMPOSITE = {"classsr": _classsr}  # built from other architectures
+def _ghost(scale: int, source: dict, ratio: float, plan: dict, shifts: dict, d: int = 1, mode: str = "gumbel",
+           per_channel: bool = False) -> nn.Module:
+    """A finalized GhostSR model: the source architecture with its saved Ghost plan and fixed shifts."""
+    from pipeline.ghost import convert, ghost_modules
+
+    model = convert(build(source["arch"], scale, **source["kwargs"]), ratio, list(plan), d, mode, per_channel,
+                    plan=plan)
+    for name, m in zip(plan, ghost_modules(model)):
+        m.fixed = [tuple(o) for o in shifts[name]]
+    return model
+
+
+COMPOSITE = {"classsr": _classsr, "ghost": _ghost}  # built from other architectures
 
 
 def build(name: str, scale: int = 4, **kwargs) -> nn.Module:

@@ -1,0 +1,236 @@
+"""GhostSR (Nie et al., TMLR 2022): half of a conv's output channels ("ghost" features) are shifted
+copies of the other half ("intrinsic" features), so the layer costs about half.
+
+- :func:`convert` turns the body convs of residual blocks into :class:`GhostConv`. The intrinsic
+  filters are chosen by k-means over the layer's pretrained filters (the member nearest each centroid
+  is kept, with its pretrained weights); each remaining channel becomes a ghost of its cluster's
+  intrinsic channel. Outputs keep the source's channel order (the permutation lives in the module),
+  so the next layer and the residual additions need no change and the converted network starts close
+  to the source (exactly equal at ratio 1, or with identity shifts and duplicate filters).
+- The shift is one of 9 offsets (8 directions at distance ``d`` and the identity, zero fill), learned
+  per layer (``per_channel`` as an option) by a Gumbel-Softmax with annealed temperature (the paper)
+  or by the released code's straight-through ``argmax |w + noise|`` (``mode='ste'``).
+- :func:`finalize` fixes the shifts: the exported module shifts by slicing with zero fill — a memory
+  operation, no depthwise conv left.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # index 4 is the identity
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """out[..., y, x] = in[..., y + dy, x + dx], zero outside: a translation by slicing."""
+    if dy == 0 and dx == 0:
+        return x
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+def kmeans(points: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means with k-means++ seeding; returns for each cluster the index of the point nearest
+    its centroid (k distinct indices)."""
+    g = torch.Generator().manual_seed(seed)
+    x = points.double()
+    n = len(x)
+    if k >= n:
+        return torch.arange(n)
+    centers = [x[torch.randint(n, (1,), generator=g)].squeeze(0)]
+    for _ in range(k - 1):
+        d = torch.cdist(x, torch.stack(centers)).min(dim=1).values ** 2
+        centers.append(x[torch.multinomial(d / d.sum() if d.sum() > 0 else torch.ones(n), 1, generator=g)].squeeze(0))
+    c = torch.stack(centers)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(dim=1)
+        new = torch.stack([x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(k)])
+        if torch.allclose(new, c):
+            break
+        c = new
+    # nearest member per cluster; an empty cluster takes the farthest unused point
+    dist = torch.cdist(c, x)
+    chosen: list[int] = []
+    for j in range(k):
+        order = torch.argsort(dist[j])
+        chosen.append(next(int(i) for i in order if int(i) not in chosen))
+    return torch.tensor(chosen)
+
+
+class GhostConv(nn.Module):
+    """``oup`` output channels: ``len(intrinsic)`` from a conv, the rest shifted intrinsic features.
+
+    ``intrinsic[j]`` is the output position of intrinsic feature j; ``ghost_pos[g]`` / ``ghost_src[g]``
+    give each ghost channel's output position and the intrinsic feature it shifts.
+    """
+
+    def __init__(self, inp: int, oup: int, intrinsic: list[int], ghost_src: list[int], kernel_size: int = 3,
+                 bias: bool = True, d: int = 1, mode: str = "gumbel", per_channel: bool = False):
+        super().__init__()
+        if mode not in ("gumbel", "ste"):
+            raise ValueError(f"ghost mode must be 'gumbel' or 'ste', got {mode!r}")
+        self.oup, self.d, self.mode, self.per_channel = oup, d, mode, per_channel
+        self.primary = nn.Conv2d(inp, len(intrinsic), kernel_size, padding=kernel_size // 2, bias=bias)
+        ghost_pos = sorted(set(range(oup)) - set(intrinsic))
+        order = list(intrinsic) + ghost_pos  # position of each concatenated channel
+        self.register_buffer("perm", torch.tensor([order.index(p) for p in range(oup)]), persistent=True)
+        self.register_buffer("ghost_src", torch.tensor(ghost_src, dtype=torch.long), persistent=True)
+        n_shift = max(len(ghost_src), 1) if per_channel else 1
+        self.shift_logits = nn.Parameter(torch.empty(n_shift, 1, 3, 3))
+        nn.init.kaiming_uniform_(self.shift_logits, a=math.sqrt(5))  # HeUniform(a=sqrt 5), as released
+        self.tau = 1.0  # Gumbel-Softmax temperature, annealed by the training stage
+        self.fixed: list[tuple[int, int]] | None = None  # set by finalize()
+
+    def set_identity_shift(self):
+        with torch.no_grad():
+            self.shift_logits.fill_(-1.0)
+            self.shift_logits[:, 0, 1, 1] = 1.0
+
+    def kernel(self) -> torch.Tensor:
+        """(n_shift, 1, 3, 3) one-hot kernels in eval; straight-through relaxed ones in training."""
+        w = self.shift_logits.flatten(1)
+        if not self.training:
+            idx = (w.abs() if self.mode == "ste" else w).argmax(1)
+            return F.one_hot(idx, 9).to(w.dtype).view_as(self.shift_logits)
+        u = torch.rand_like(w)
+        noise = -torch.log(-torch.log(u + 1e-20) + 1e-20)
+        if self.mode == "ste":  # released code: argmax |w + g|, straight-through on w
+            hard = F.one_hot((w + noise).abs().argmax(1), 9).to(w.dtype)
+            soft = w
+        else:  # paper: Gumbel-Softmax with temperature, straight-through hard sample
+            soft = torch.softmax((w + noise) / self.tau, dim=1)
+            hard = F.one_hot(soft.argmax(1), 9).to(w.dtype)
+        return (hard - soft.detach() + soft).view_as(self.shift_logits)
+
+    def offsets(self) -> list[tuple[int, int]]:
+        w = self.shift_logits.flatten(1)
+        idx = (w.abs() if self.mode == "ste" else w).argmax(1).tolist()
+        return [(OFFSETS[i][0] * self.d, OFFSETS[i][1] * self.d) for i in idx]
+
+    def forward(self, x):
+        intr = self.primary(x)
+        if len(self.ghost_src) == 0:
+            return self._reorder(intr)
+        n = len(self.ghost_src)
+        contiguous = bool(self.ghost_src[-1] == n - 1) and bool((self.ghost_src.diff() == 1).all())
+        src = intr[:, :n] if contiguous else intr.index_select(1, self.ghost_src)
+        if self.fixed is not None:  # exported: shifts are slices with zero fill
+            if len(self.fixed) == 1:
+                ghosts = shift(src, *self.fixed[0])
+            else:
+                ghosts = torch.cat([shift(src[:, g:g + 1], *o) for g, o in enumerate(self.fixed)], 1)
+        else:
+            k = self.kernel()
+            k = k.expand(src.shape[1], 1, 3, 3) if k.shape[0] == 1 else k
+            ghosts = F.conv2d(src, k, padding=self.d, dilation=self.d, groups=src.shape[1])
+        return self._reorder(torch.cat([intr, ghosts], 1))
+
+    def _reorder(self, out: torch.Tensor) -> torch.Tensor:
+        """Back to the source's channel order, unless finalize() folded it into the next layer."""
+        if torch.equal(self.perm, torch.arange(len(self.perm), device=self.perm.device)):
+            return out
+        return out.index_select(1, self.perm)
+
+
+def ghost_layers(model: nn.Module) -> list[str]:
+    """Default targets: the two body convs of every residual block (as GhostSR's EDSR)."""
+    from pipeline.models.common import ResBlock
+
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(m, ResBlock):
+            names += [f"{name}.conv1", f"{name}.conv2"]
+    return names
+
+
+def _set(model: nn.Module, name: str, module: nn.Module):
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
+@torch.no_grad()
+def plan_layer(conv: nn.Conv2d, ratio: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """k-means over the pretrained filters: intrinsic output positions, and each ghost's source."""
+    oup = conv.out_channels
+    n_intr = math.ceil(oup * ratio)
+    filters = conv.weight.detach().flatten(1)
+    intrinsic = kmeans(filters, n_intr, seed=seed).tolist()
+    ghost_pos = sorted(set(range(oup)) - set(intrinsic))
+    if not ghost_pos:
+        return intrinsic, []
+    # Pair each ghost with a distinct intrinsic filter close to its own pretrained filter (a minimum-cost
+    # matching), and list the paired intrinsics first: ghost g then shifts intrinsic feature g, so the
+    # ghosts come from a contiguous slice and no gather is needed (as GhostSR's concat[x, shift(x)]).
+    from scipy.optimize import linear_sum_assignment
+
+    cost = torch.cdist(filters[ghost_pos].double(), filters[intrinsic].double()).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    paired = [intrinsic[c] for _, c in sorted(zip(rows, cols))]
+    intrinsic = paired + [i for i in intrinsic if i not in paired]
+    return intrinsic, list(range(len(ghost_pos)))
+
+
+def convert(model: nn.Module, ratio: float = 0.5, layers: list[str] | None = None, d: int = 1,
+            mode: str = "gumbel", per_channel: bool = False, seed: int = 0, plan: dict | None = None) -> nn.Module:
+    """Replace ``layers`` (default :func:`ghost_layers`) by GhostConvs initialised from their weights.
+
+    Returns the model (modified in place) with ``model.ghost_plan`` = {layer: {intrinsic, ghost_src}}.
+    Pass ``plan`` to rebuild the same structure without k-means (loading a saved Ghost model).
+    """
+    layers = layers if layers is not None else ghost_layers(model)
+    plan = dict(plan or {})
+    for name in layers:
+        conv = model.get_submodule(name)
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.stride != (1, 1):
+            raise ValueError(f"ghost.convert: {name} is not a plain stride-1 Conv2d")
+        if name not in plan:
+            intrinsic, src = plan_layer(conv, ratio, seed)
+            plan[name] = {"intrinsic": intrinsic, "ghost_src": src}
+        intrinsic = plan[name]["intrinsic"]
+        ghost = GhostConv(conv.in_channels, conv.out_channels, intrinsic, plan[name]["ghost_src"],
+                          conv.kernel_size[0], conv.bias is not None, d, mode, per_channel)
+        with torch.no_grad():
+            ghost.primary.weight.copy_(conv.weight[intrinsic])
+            if conv.bias is not None:
+                ghost.primary.bias.copy_(conv.bias[intrinsic])
+        ghost.set_identity_shift()  # start as "ghost = its cluster's intrinsic feature"
+        _set(model, name, ghost.to(conv.weight.device))
+    model.ghost_plan = plan
+    return model
+
+
+def ghost_modules(model: nn.Module) -> list[GhostConv]:
+    return [m for m in model.modules() if isinstance(m, GhostConv)]
+
+
+@torch.no_grad()
+def _fold_inner_order(block):
+    """In a residual block conv1 -> ReLU -> conv2, let conv1 emit its natural [intrinsic, ghost] order
+    and permute conv2's input channels instead (ReLU is channel-wise): one gather less per block."""
+    first, second = block.conv1, block.conv2
+    if not isinstance(first, GhostConv):
+        return
+    consumer = second.primary if isinstance(second, GhostConv) else second
+    order = first.perm.argsort()  # natural channel q comes from source position order[q]
+    consumer.weight.copy_(consumer.weight[:, order])
+    first.perm.copy_(torch.arange(len(first.perm)))
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Fix every shift to its argmax offset (forward then shifts by slicing, no depthwise conv) and
+    fold the inner channel order of residual blocks into their second conv."""
+    from pipeline.models.common import ResBlock
+
+    for m in ghost_modules(model):
+        m.fixed = m.offsets()
+    for block in model.modules():
+        if isinstance(block, ResBlock):
+            _fold_inner_order(block)
+    return model

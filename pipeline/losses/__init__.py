@@ -1,0 +1,1 @@
+"""Losses that methods plug into the training loop."""

@@ -1,0 +1,115 @@
+"""CSD's contrastive loss: the student is pulled toward the teacher and pushed away from bicubic
+negatives in a frozen embedding: CL = sum_j lambda_j * d(T_j, S_j) / (sum_k d(N_kj, S_j) + 1e-7).
+
+Embeddings (``embedding`` param): ``vgg19`` (the paper: VGG19 relu1_1..relu5_1, ImageNet weights in
+torchvision's format, fed 0-255 unnormalised as CSD does) or ``teacher`` (download-free: the frozen
+pretrained teacher's own intermediate features on [0, 1] images).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+VGG19_SLICES = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]  # ends at relu1_1 ... relu5_1
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # torchvision's ImageNet weights
+
+
+def vgg19_features() -> nn.Sequential:
+    layers, c = [], 3
+    for v in VGG19_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
+            c = v
+    return nn.Sequential(*layers)
+
+
+def load_vgg19_state(path: str, param_name: str) -> dict:
+    """torchvision-format VGG19 weights from ``path`` (.safetensors or .pth, never unpickled), or
+    downloaded into the torch cache when ``path`` is empty and the network is reachable."""
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{param_name}: VGG19 weights file '{path}' not found")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        return torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=True)
+    except Exception as e:
+        raise FileNotFoundError(f"{param_name}: no VGG19 weights file given and the download failed ({e}); "
+                                f"set {param_name} to a local torchvision vgg19 state dict, or use the "
+                                "download-free embedding 'teacher'") from e
+
+
+class FeatureStages(nn.Module):
+    """A frozen network cut into consecutive stages; forward returns each stage's output."""
+
+    def __init__(self, stages: list[nn.Module], input_scale: float = 1.0):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.input_scale = input_scale
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # always frozen
+
+    def forward(self, x):
+        feats, h = [], x * self.input_scale
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+
+def vgg19_embedding(path: str, param_name: str) -> FeatureStages:
+    features = vgg19_features()
+    state = load_vgg19_state(path, param_name)
+    features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    return FeatureStages([features[a:b] for a, b in VGG19_SLICES], input_scale=255.0)
+
+
+def teacher_embedding(teacher: nn.Module, num_stages: int = 4) -> FeatureStages:
+    """The frozen teacher's feature extractor (head + residual body) split into ``num_stages``."""
+    t = copy.deepcopy(teacher)
+    if hasattr(t, "conv_first"):  # MSRResNet
+        head = nn.Sequential(t.conv_first, nn.LeakyReLU(0.1))
+    elif hasattr(t, "head") and hasattr(t, "sub_mean"):  # EDSR, RCAN
+        head = nn.Sequential(t.sub_mean, t.head)
+    else:
+        raise ValueError(f"teacher embedding: no feature extractor known for {type(t).__name__}; use vgg19")
+    blocks = list(t.body.children())
+    if blocks and isinstance(blocks[-1], nn.Conv2d):
+        blocks = blocks[:-1]
+    per = max(1, len(blocks) // (num_stages - 1))
+    stages = [head] + [nn.Sequential(*blocks[i:i + per]) for i in range(0, len(blocks), per)][:num_stages - 1]
+    return FeatureStages(stages)
+
+
+class ContrastiveLoss(nn.Module):
+    def __init__(self, embedding: FeatureStages, weights: list[float]):
+        super().__init__()
+        if len(weights) != len(embedding.stages):
+            raise ValueError(f"contrastive loss: {len(weights)} weights for {len(embedding.stages)} feature stages")
+        self.embedding, self.weights = embedding, weights
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        fs = self.embedding(student)
+        with torch.no_grad():
+            ft = self.embedding(teacher.detach())
+            fn = self.embedding(negatives.detach())
+        loss = student.new_zeros(())
+        for w, s, t, n in zip(self.weights, fs, ft, fn):
+            d_ts = (t - s).abs().mean()
+            # sum over negatives of the mean distance (CSD: negatives shared by the whole batch)
+            d_sn = sum((n[k:k + 1] - s).abs().mean() for k in range(len(n)))
+            loss = loss + w * d_ts / (d_sn + 1e-7)
+        return loss

@@ -1,0 +1,95 @@
+"""PCL (Wu et al., TNNLS 2023): contrastive learning with a learned embedding.
+
+Positives: HR and K sharpened HRs (kornia sharpness, factor ~ U[0.5, 3)). Negatives: the bicubic-
+upsampled LR and K Gaussian-blurred HRs (odd kernels 3-11, sigma ~ U[0.1, 2)). The embedding is a
+discriminator on the Haar high-frequency bands (LH, HL, HH of each RGB channel: 9 channels at half
+resolution); it is trained with the dual contrastive loss, and its post-BN features at ``layers`` give
+the InfoNCE loss of the SR network (spatial mean of per-pixel cosine similarity, no temperature).
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DISC_CHANNELS = [(9, 64, 1), (64, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2),
+                 (256, 512, 1), (512, 512, 2)]
+
+
+def haar_high_bands(x: torch.Tensor) -> torch.Tensor:
+    """One-level Haar DWT of each channel, keeping LH, HL, HH: (N, 3C, H/2, W/2)."""
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    lh = (a + b - c - d) / 2
+    hl = (a - b + c - d) / 2
+    hh = (a - b - c + d) / 2
+    return torch.cat([lh, hl, hh], dim=1)
+
+
+class WaveletDiscriminator(nn.Module):
+    """PCL's embedding network (4,691,265 params): 8 x [conv3x3 no-bias, BN, LeakyReLU 0.2] on the Haar
+    bands, then a patch head (4x4 average pool, 1x1 conv) giving 16 logits per image."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, s, 1, bias=False) for i, o, s in DISC_CHANNELS)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(o) for _, o, _ in DISC_CHANNELS)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(512, 1, 1))
+
+    def forward(self, x, layers=()):
+        """Patch logits (N, 1, 4, 4), and the post-BN, pre-activation features at ``layers``."""
+        feats, h = {}, haar_high_bands(x)
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            h = bn(conv(h))
+            if i in layers:
+                feats[i] = h
+            h = F.leaky_relu(h, 0.2)
+        return self.head(h), [feats[i] for i in layers]
+
+
+def info_nce(anchor: torch.Tensor, positives: list[torch.Tensor], negatives: list[torch.Tensor]) -> torch.Tensor:
+    """For each positive: CE([pos_k, neg_1..neg_M], target 0), logits = spatial mean of per-pixel cosine."""
+    def sim(a, b):
+        return (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1).mean(dim=(1, 2))  # (N,)
+
+    neg = torch.stack([sim(anchor, n) for n in negatives], dim=1)  # (N, M)
+    target = torch.zeros(anchor.shape[0], dtype=torch.long, device=anchor.device)
+    losses = [F.cross_entropy(torch.cat([sim(anchor, p)[:, None], neg], 1), target) for p in positives]
+    return torch.stack(losses).mean()
+
+
+def dual_contrastive_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """Each real logit against all fake logits (target: the real one), plus the mirrored term."""
+    r = torch.stack([x.flatten(1) for x in real], 1)  # (N, R, P)
+    f = torch.stack([x.flatten(1) for x in fake], 1)  # (N, F, P)
+    loss = 0.0
+    for i in range(r.shape[1]):
+        logits = torch.cat([r[:, i:i + 1], f], 1).transpose(1, 2).reshape(-1, 1 + f.shape[1])
+        loss = loss + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+    for j in range(f.shape[1]):
+        logits = torch.cat([-f[:, j:j + 1], -r], 1).transpose(1, 2).reshape(-1, 1 + r.shape[1])
+        loss = loss + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+    return loss / (r.shape[1] + f.shape[1])
+
+
+def sharpened(hr: torch.Tensor, k: int, low: float, high: float, gen: random.Random) -> list[torch.Tensor]:
+    import kornia
+
+    out = []
+    for _ in range(k):
+        factor = torch.tensor([gen.uniform(low, high) for _ in range(len(hr))], device=hr.device, dtype=hr.dtype)
+        out.append((kornia.enhance.sharpness(hr, factor) * 255).round() / 255)  # quantised, as PCL
+    return out
+
+
+def blurred(hr: torch.Tensor, k: int, sizes: list[int], sigma: tuple[float, float], gen: random.Random) -> list[torch.Tensor]:
+    import kornia
+
+    out = []
+    for _ in range(k):
+        ks = (gen.choice(sizes), gen.choice(sizes))
+        sig = torch.tensor([[gen.uniform(*sigma), gen.uniform(*sigma)]], device=hr.device, dtype=hr.dtype)
+        out.append(kornia.filters.gaussian_blur2d(hr, ks, sig.expand(len(hr), 2)))
+    return out

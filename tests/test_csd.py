@@ -1,0 +1,79 @@
+"""CSD: channel splitting and the contrastive loss."""
+import pytest
+import torch
+
+from pipeline import models
+from pipeline.losses.contrastive import ContrastiveLoss, FeatureStages, load_vgg19_state, teacher_embedding, vgg19_features
+from pipeline.metrics import count_params
+from pipeline.models.slim import forward_at_width, slim
+
+
+@pytest.mark.parametrize("width, expected", [(1.0, 43_089_923), (0.5, 10_780_675), (0.25, 2_699_267)])
+def test_edsr_x4_effective_params(width, expected):
+    edsr = models.build("edsr", 4, n_resblocks=32, n_feats=256, res_scale=0.1)
+    assert count_params(edsr if width == 1 else slim(edsr, width)) == expected
+
+
+@pytest.mark.parametrize("arch, kwargs", [("msrresnet", {"nf": 16, "nb": 2}), ("edsr", {"n_resblocks": 2, "n_feats": 16}),
+                                          ("rcan", {"n_resgroups": 1, "n_resblocks": 1, "nf": 64}),
+                                          ("edsr", {"n_resblocks": 2, "n_feats": 16, "scale3": True})])
+@pytest.mark.parametrize("width", [0.5, 0.25])
+def test_student_at_width_equals_standalone_slim_model_bit_exact(arch, kwargs, width):
+    kwargs = dict(kwargs)
+    scale = 3 if kwargs.pop("scale3", False) else 4
+    torch.manual_seed(0)
+    teacher = models.build(arch, scale, **kwargs)
+    x = torch.rand(2, 3, 10, 11)
+    student = slim(teacher, width)
+    assert torch.equal(forward_at_width(teacher, x, width), student(x))
+    assert student.config["kwargs"] != teacher.config["kwargs"]
+
+
+def test_student_gradients_reach_the_shared_weights():
+    teacher = models.build("msrresnet", 4, nf=16, nb=1)
+    forward_at_width(teacher, torch.rand(1, 3, 8, 8), 0.5).mean().backward()
+    g = teacher.conv_first.weight.grad
+    assert g[:8].abs().sum() > 0 and g[8:].abs().sum() == 0  # only the student's channels
+
+
+def random_features():
+    """A small randomly initialised feature network stands in for VGG19 in tests (no download)."""
+    torch.manual_seed(0)
+    return FeatureStages([torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()),
+                          torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.ReLU())])
+
+
+def test_contrastive_loss_is_zero_when_student_equals_teacher_and_scales_with_negatives():
+    cl = ContrastiveLoss(random_features(), [0.5, 1.0])
+    s = torch.rand(4, 3, 16, 16)
+    neg = torch.rand(3, 3, 16, 16)
+    assert cl(s, s.clone(), neg).item() == 0.0
+    t = torch.rand(4, 3, 16, 16)
+    one, two = cl(s, t, neg[:1]), cl(s, t, torch.cat([neg[:1], neg[:1]]))
+    assert two.item() == pytest.approx(one.item() / 2, rel=1e-5)  # d_sn sums over negatives
+
+
+def test_teacher_embedding_is_frozen_and_download_free():
+    teacher = models.build("msrresnet", 4, nf=8, nb=6)
+    emb = teacher_embedding(teacher, 4)
+    feats = emb(torch.rand(1, 3, 16, 16))
+    assert len(feats) == 4 and all(not p.requires_grad for p in emb.parameters())
+
+
+def test_vgg19_offline_without_file_names_the_param(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(FileNotFoundError, match="distill_csd.vgg_weights.*teacher"):
+        load_vgg19_state("", "distill_csd.vgg_weights")
+    with pytest.raises(FileNotFoundError, match="distill_csd.vgg_weights.*not found"):
+        load_vgg19_state(str(tmp_path / "missing.pth"), "distill_csd.vgg_weights")
+
+
+def test_vgg19_loads_a_local_torchvision_format_file(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    save_file(state, str(tmp_path / "vgg19.safetensors"))
+    from pipeline.losses.contrastive import vgg19_embedding
+
+    emb = vgg19_embedding(str(tmp_path / "vgg19.safetensors"), "x")
+    assert [f.shape[1] for f in emb(torch.rand(1, 3, 32, 32))] == [64, 128, 256, 512, 512]

@@ -1,0 +1,97 @@
+"""GhostSR: official structure count, shifts, k-means, conversion identity, finalized export."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline import models
+from pipeline.ghost import OFFSETS, GhostConv, convert, finalize, ghost_layers, ghost_modules, kmeans, shift
+from pipeline.metrics import count_params
+
+
+def test_edsr_x2_ghost_matches_official_structure_count():
+    m = models.build("edsr", 2, n_resblocks=32, n_feats=256, res_scale=0.1)
+    plan = {n: {"intrinsic": list(range(128)), "ghost_src": list(range(128))} for n in ghost_layers(m)}
+    convert(m, 0.5, plan=plan)
+    assert len(ghost_layers(models.build("edsr", 2, n_resblocks=32, n_feats=256))) == 64
+    assert count_params(m) == 21_847_619  # intrinsic convs + 9 shift weights per module
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_each_shift_equals_depthwise_one_hot_conv(d):
+    x = torch.rand(2, 5, 9, 11)
+    for i, (dy, dx) in enumerate(OFFSETS):
+        k = F.one_hot(torch.tensor(i), 9).float().view(1, 1, 3, 3).expand(5, 1, 3, 3)
+        ref = F.conv2d(x, k, padding=d, dilation=d, groups=5)
+        assert torch.equal(shift(x, dy * d, dx * d), ref), (dy, dx)
+
+
+def test_kmeans_returns_distinct_nearest_filters():
+    torch.manual_seed(0)
+    centers = torch.randn(4, 27) * 5
+    points = torch.cat([c + 0.01 * torch.randn(6, 27) for c in centers])
+    chosen = kmeans(points, 4)
+    assert len(set(chosen.tolist())) == 4
+    assert sorted((chosen // 6).tolist()) == [0, 1, 2, 3]  # one representative per true cluster
+
+
+def small_net():
+    torch.manual_seed(0)
+    return models.build("msrresnet", 4, nf=8, nb=2).eval()
+
+
+def test_ratio_one_computes_the_source_function():
+    src = small_net()
+    ghost = convert(copy.deepcopy(src), ratio=1.0).eval()
+    assert all(len(m.ghost_src) == 0 for m in ghost_modules(ghost))
+    x = torch.rand(1, 3, 12, 12)
+    assert torch.allclose(ghost(x), src(x), atol=1e-6)
+
+
+def test_duplicate_filters_convert_exactly_at_ratio_half():
+    """When every filter has a twin, k-means keeps one of each pair and the ghosts (identity shift)
+    reproduce the twins: the converted network equals the source before any fine-tune."""
+    src = small_net()
+    with torch.no_grad():
+        for name in ghost_layers(src):
+            conv = src.get_submodule(name)
+            conv.weight[4:] = conv.weight[:4]
+            conv.bias[4:] = conv.bias[:4]
+    ghost = convert(copy.deepcopy(src), ratio=0.5).eval()
+    x = torch.rand(1, 3, 12, 12)
+    assert torch.allclose(ghost(x), src(x), atol=1e-5)
+    assert count_params(ghost) < count_params(src)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_finalized_equals_training_forward_with_hard_shifts(per_channel):
+    net = convert(small_net(), 0.5, per_channel=per_channel)
+    with torch.no_grad():
+        for m in ghost_modules(net):
+            m.shift_logits.normal_()  # arbitrary learned shifts
+    net.eval()  # hard one-hot kernels through the depthwise conv
+    x = torch.rand(2, 3, 10, 13)
+    hard = net(x)
+    finalize(net)
+    assert not any(isinstance(mod, torch.nn.Conv2d) and mod.groups > 1 for mod in net.modules())
+    assert torch.allclose(net(x), hard, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["gumbel", "ste"])
+def test_shift_logits_receive_gradient_in_training(mode):
+    g = GhostConv(4, 8, [0, 2, 4, 6], [0, 1, 2, 3], mode=mode).train()
+    g.tau = 0.5
+    g(torch.rand(1, 4, 6, 6)).sum().backward()
+    assert g.shift_logits.grad is not None and g.shift_logits.grad.abs().sum() > 0
+
+
+def test_saved_ghost_model_reloads(tmp_path):
+    net = finalize(convert(small_net(), 0.5)).eval()
+    net.config = {"arch": "ghost", "scale": 4, "kwargs": {
+        "source": {"arch": "msrresnet", "kwargs": {"nf": 8, "nb": 2}}, "ratio": 0.5, "plan": net.ghost_plan,
+        "shifts": {n: [list(o) for o in m.fixed] for n, m in zip(net.ghost_plan, ghost_modules(net))}}}
+    models.save(net, tmp_path / "g")
+    loaded = models.load(tmp_path / "g").eval()
+    x = torch.rand(1, 3, 9, 9)
+    assert torch.equal(loaded(x), net(x))
