@@ -111,7 +111,7 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
     """HWC uint8 array -> 1xCxHxW float tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
 
 
 # ---- cost -------------------------------------------------------------------------------------------

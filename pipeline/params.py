@@ -415,3 +415,23 @@ class DistillPCL:
         check(len(self.blur_sigma) == 2 and 0 < self.blur_sigma[0] < self.blur_sigma[1], f"{p}.blur_sigma",
               "[low, high) with 0 < low < high")
         check(self.layers and all(0 <= i < 8 for i in self.layers), f"{p}.layers", "indices in 0..7")
+
+
+# ---- evaluation -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluate:
+    scale: int = 4
+    models: dict[str, str] = field(default_factory=dict)  # variant name -> saved model folder
+    classsr: str = "models/classsr"  # '' to skip; evaluated at each budget
+    budgets: list[float] = field(default_factory=lambda: [1.0, 0.65])
+    patch: int = 32
+    stride: int = 28
+    official_erfdn: str = ""  # official E-RFDN x4 safetensors, as a reference row ('' to skip)
+    pareto_set: str = "sample"  # the test set of the Pareto plot
+    crops_set: str = "sample"
+
+    def validate(self, p):
+        check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
+        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")

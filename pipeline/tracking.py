@@ -85,6 +85,12 @@ class Tracker:
         if self.active:
             self.mlflow.set_tags(tags)
 
+    def child_run(self, name: str, metrics: dict):
+        """A nested run (one per compared variant) with the same metric keys, for the Compare view."""
+        if self.active:
+            with self.mlflow.start_run(run_name=name, nested=True, tags={"variant": name, "stage": "evaluate"}):
+                self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+
 
 @contextmanager
 def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "", run_name: str = ""):

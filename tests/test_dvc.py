@@ -53,6 +53,10 @@ def reduced_project(tmp_path: Path) -> Path:
         params["finetune_classsr"][phase].update({**TINY_TRAIN, "max_steps": 2, "val_every": 2, "batch_size": 4})
     params["finetune_classsr"]["budgets"] = [1.0, 0.5]
     params["ghost"]["train"].update(TINY_TRAIN)
+    for section in ("distill_csd", "train_student_l1", "distill_pcl"):
+        params[section]["train"].update({**TINY_TRAIN, "batch_size": 2, "max_steps": 2, "val_every": 2})
+    params["distill_csd"]["neg_num"] = 2
+    params["distill_csd"]["layer_weights"] = [0.5, 1.0]  # the tiny teacher has one residual block
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", root)
     return root
@@ -62,8 +66,16 @@ def test_repro_then_noop_then_only_changed_stage_reruns(tmp_path):
     root = reduced_project(tmp_path)
     out = sh("dvc repro", root)
     for stage in ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher", "classify_patches",
-                  "train_branch@simple", "train_branch@hard", "finetune_classsr", "ghost"]:
+                  "train_branch@simple", "train_branch@hard", "finetune_classsr", "ghost", "distill_csd",
+                  "train_student_l1", "distill_pcl", "evaluate"]:
         assert f"Running stage '{stage}'" in out
+    import json
+
+    variants = json.loads((root / "metrics/evaluate.json").read_text())["variants"]
+    for name in ["bicubic", "teacher", "branch_simple", "ghost", "csd_student", "student_l1", "pcl_student",
+                 "classsr@1", "classsr@0.65"]:
+        assert "sample_psnr" in variants[name] and "Set5_psnr" in variants[name], name
+    assert (root / "reports/results.md").read_text().count("|") > 50 and (root / "plots/pareto.png").is_file()
     assert (root / "models/teacher/model.safetensors").is_file()
     assert (root / "data/test/Set5/LR_bicubic/X4/chelsea.png").is_file()
 

@@ -45,6 +45,15 @@ def test_nested_training_params(tmp_path):
 def test_repo_params_file_is_valid(repo):
     import pipeline.params as P
 
-    for section, cls in [("prepare_sr", P.PrepareSR), ("prepare_classsr", P.PrepareClassSR),
-                         ("pretrain_teacher", P.PretrainTeacher)]:
+    sections = [("prepare_sr", P.PrepareSR), ("prepare_classsr", P.PrepareClassSR), ("prepare_test", P.PrepareTest),
+                ("pretrain_teacher", P.PretrainTeacher), ("classify_patches", P.ClassifyPatches),
+                ("train_branch", P.TrainBranch), ("finetune_classsr", P.FinetuneClassSR), ("ghost", P.Ghost),
+                ("distill_csd", P.DistillCSD), ("train_student_l1", P.TrainStudentL1), ("distill_pcl", P.DistillPCL)]
+    for section, cls in sections:
         load_section(section, cls, repo / "params.yaml")
+    import yaml
+
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for section, _ in sections:  # every stage lists its own section (or keys of it) and no other
+        listed = dvc[section].get("params") or dvc[section]["do"]["params"]
+        assert all(str(k).split(".")[0] == section for k in listed), section

@@ -1,0 +1,148 @@
+"""Evaluation of every variant: scores on every prepared test set, cost, a Markdown table, a PSNR-vs-
+FLOPs Pareto plot and side-by-side crops."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.evaluate import bicubic_upscale, evaluate_pairs, super_resolve, test_pairs
+from pipeline.metrics import count_macs, count_params, latency, tensor_to_uint8, uint8_to_tensor
+
+
+@dataclass
+class Variant:
+    name: str
+    upscale: Callable[[np.ndarray], np.ndarray]  # uint8 LR -> uint8 SR
+    params: int = 0
+    flops_per_patch: float = 0.0  # per 32x32 LR patch (2 x MACs; ClassSR: its class-weighted accounting)
+    latency_s: float = float("nan")  # CPU, one 128x128 LR input
+    scores: dict = field(default_factory=dict)  # test set -> {psnr, ssim}
+
+
+def model_variant(name: str, model, lat_shape=(1, 3, 128, 128)) -> Variant:
+    model = model.eval()
+    with torch.no_grad():
+        lat = latency(model, lat_shape, repeats=3)
+    return Variant(name, lambda lr: super_resolve(model, lr), count_params(model),
+                   2.0 * count_macs(model, (1, 3, 32, 32)), lat)
+
+
+def classsr_variant(name: str, model, scale: int, budget: float, patch: int, stride: int) -> Variant:
+    from pipeline.classsr import branch_flops, classsr_upscale
+
+    model = model.eval()
+    flops = branch_flops(model, patch)
+    used = []
+
+    def upscale(lr):
+        out = classsr_upscale(model, uint8_to_tensor(lr)[0], scale, patch, stride, True, budget, flops=flops)
+        used.append(out.flops_per_patch)
+        return tensor_to_uint8(out.sr)
+
+    lr = (torch.rand(1, 3, 128, 128) * 255).byte()[0].permute(1, 2, 0).numpy()
+    import time
+
+    t0 = time.perf_counter()
+    upscale(lr)
+    lat = time.perf_counter() - t0
+    v = Variant(name, upscale, count_params(model), 0.0, lat)
+    v.flops_log = used
+    return v
+
+
+def bicubic_variant(scale: int) -> Variant:
+    return Variant("bicubic", lambda lr: bicubic_upscale(lr, scale), 0, 0.0, float("nan"))
+
+
+def as_metrics(v: Variant) -> dict:
+    """Flat, JSON-safe metrics of a variant (no NaN: bicubic has no latency)."""
+    out = {"params": v.params, "flops_per_patch": v.flops_per_patch}
+    if v.latency_s == v.latency_s:
+        out["cpu_latency_s"] = v.latency_s
+    out.update({f"{s}_{k}": val for s, d in v.scores.items() for k, val in d.items()})
+    return out
+
+
+def score_all(variants: list[Variant], test_root, scale: int) -> list[str]:
+    sets = sorted(p.name for p in Path(test_root).iterdir() if (p / f"LR_bicubic/X{scale}").is_dir())
+    for name in sets:
+        pairs = test_pairs(Path(test_root) / name, scale)
+        for v in variants:
+            if hasattr(v, "flops_log"):
+                v.flops_log.clear()
+            r = evaluate_pairs(v.upscale, pairs, scale)
+            v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
+            if hasattr(v, "flops_log") and v.flops_log:
+                v.flops_per_patch = float(np.mean(v.flops_log))  # ClassSR: depends on the images
+    return sets
+
+
+def markdown_table(variants: list[Variant], sets: list[str]) -> str:
+    head = "| variant | params | GFLOPs / 32x32 patch | CPU latency (128x128 LR) | " + " | ".join(
+        f"{s} PSNR / SSIM" for s in sets) + " |"
+    rows = [head, "|" + "---|" * (4 + len(sets))]
+    for v in variants:
+        lat = "" if np.isnan(v.latency_s) else f"{v.latency_s * 1e3:.0f} ms"
+        cells = [f"{v.scores[s]['psnr']:.3f} / {v.scores[s]['ssim']:.4f}" for s in sets]
+        rows.append(f"| {v.name} | {v.params:,} | {v.flops_per_patch / 1e9:.3f} | {lat} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Names not dominated in (lower FLOPs, higher PSNR)."""
+    front = []
+    for name, f, p in points:
+        if not any((f2 <= f and p2 >= p) and (f2 < f or p2 > p) for _, f2, p2 in points):
+            front.append(name)
+    return front
+
+
+def plot_pareto(variants: list[Variant], test_set: str, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(v.name, v.flops_per_patch / 1e9, v.scores[test_set]["psnr"]) for v in variants if v.flops_per_patch > 0]
+    front = set(pareto_front(pts))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, f, p in pts:
+        ax.scatter(f, p, color="C3" if name in front else "C0")
+        ax.annotate(name, (f, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fr = sorted((f, p) for n, f, p in pts if n in front)
+    if fr:
+        ax.plot(*zip(*fr), color="C3", lw=1, ls="--", label="Pareto front")
+    bic = next((v for v in variants if v.name == "bicubic"), None)
+    if bic:
+        ax.axhline(bic.scores[test_set]["psnr"], color="gray", lw=1, label="bicubic")
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs per 32x32 LR patch")
+    ax.set_ylabel(f"PSNR on {test_set} (Y, dB)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return sorted(front)
+
+
+def crops_figure(variants: list[Variant], pair, scale: int, path, crop: int = 96):
+    """Side-by-side HR-size crops of each variant's output, and the HR."""
+    from PIL import Image, ImageDraw
+
+    name, lr, hr = pair
+    h, w = hr.shape[:2]
+    top, left = (h - crop) // 2 // scale * scale, (w - crop) // 2 // scale * scale
+    tiles = [(v.name, v.upscale(lr)[top:top + crop, left:left + crop]) for v in variants]
+    tiles.append(("HR", hr[top:top + crop, left:left + crop]))
+    zoom = 2
+    sheet = Image.new("RGB", (len(tiles) * crop * zoom, crop * zoom + 14), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, img) in enumerate(tiles):
+        sheet.paste(Image.fromarray(np.ascontiguousarray(img)).resize((crop * zoom, crop * zoom), Image.NEAREST),
+                    (i * crop * zoom, 14))
+        draw.text((i * crop * zoom + 2, 1), label[:22], fill="black")
+    sheet.save(path)

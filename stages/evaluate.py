@@ -1,0 +1,54 @@
+"""Stage evaluate: every variant and bicubic on every prepared test set: PSNR/SSIM (Y, crop = scale),
+params, FLOPs per 32x32 LR patch, CPU latency; a Markdown table, a Pareto plot, side-by-side crops,
+DVC metrics, and one MLflow child run per variant (so the UI's Compare view lines them up)."""
+from pathlib import Path
+
+from pipeline import models
+from pipeline.evaluate import test_pairs
+from pipeline.params import Evaluate, load_section
+from pipeline.report import (as_metrics, bicubic_variant, classsr_variant, crops_figure, markdown_table,
+                             model_variant, plot_pareto, score_all)
+from pipeline.stage import run, write_json
+from pipeline.tracking import stage_run
+
+TEST, METRICS, TABLE = "data/test", "metrics/evaluate.json", "reports/results.md"
+PARETO, CROPS = "plots/pareto.png", "plots/crops.png"
+
+
+def collect_variants(cfg: Evaluate):
+    variants = [bicubic_variant(cfg.scale)]
+    if cfg.official_erfdn and Path(cfg.official_erfdn).is_file():
+        variants.append(model_variant("E-RFDN official (AIM 2020)", models.import_official("erfdn", cfg.official_erfdn)))
+    for name, folder in cfg.models.items():
+        if Path(folder).is_dir():
+            variants.append(model_variant(name, models.load(folder)))
+    if cfg.classsr and Path(cfg.classsr).is_dir():
+        model = models.load(cfg.classsr)
+        for b in cfg.budgets:
+            variants.append(classsr_variant(f"classsr@{b:g}", model, cfg.scale, b, cfg.patch, cfg.stride))
+    return variants
+
+
+def main():
+    cfg = load_section("evaluate", Evaluate)
+    with stage_run("evaluate", cfg) as tracker:
+        variants = collect_variants(cfg)
+        sets = score_all(variants, TEST, cfg.scale)
+        metrics = {v.name: as_metrics(v) for v in variants}
+        table = markdown_table(variants, sets)
+        Path(TABLE).parent.mkdir(exist_ok=True)
+        Path(TABLE).write_text(f"# Results (x{cfg.scale}, Y channel, crop {cfg.scale})\n\n{table}")
+        Path(PARETO).parent.mkdir(exist_ok=True)
+        front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO)
+        crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
+        crops_figure(variants, test_pairs(Path(TEST) / crops_set, cfg.scale)[0], cfg.scale, CROPS)
+        write_json(METRICS, {"variants": metrics, "pareto_front": front})
+        print(table)
+        for v in variants:
+            tracker.child_run(v.name, as_metrics(v))
+        for f in (TABLE, PARETO, CROPS):
+            tracker.log_artifact(f, "report")
+
+
+if __name__ == "__main__":
+    run(main)
