@@ -6,7 +6,6 @@ tiling, ClassSR / branch-O on the whole image, and batched-per-class vs one patc
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +14,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_of  # noqa: E402
 from pipeline import models  # noqa: E402
 from pipeline.classsr import classsr_upscale  # noqa: E402
 from pipeline.metrics import uint8_to_tensor  # noqa: E402
 from pipeline.tiling import run_tiled, split  # noqa: E402
-
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main():

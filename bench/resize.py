@@ -4,7 +4,6 @@
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,10 @@ import skimage.data
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_of  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
 from pipeline import imresize  # noqa: E402
-
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main():
@@ -36,7 +28,7 @@ def main():
         from make_fixtures import load_basicsr
 
         reference = load_basicsr(Path(args.basicsr))[0].imresize
-    print(f"image 2040x1356, best of 3")
+    print("image 2040x1356, best of 3")
     for scale in (0.25, 0.75):
         ours = best_of(lambda: imresize(img, scale))
         size = (int(np.ceil(2040 * scale)), int(np.ceil(1356 * scale)))

@@ -1,7 +1,6 @@
 """Architectures: official parameter counts, the model format, and the official E-RFDN weights."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -57,3 +57,25 @@ def test_repo_params_file_is_valid(repo):
     for section, _ in sections:  # every stage lists its own section (or keys of it) and no other
         listed = dvc[section].get("params") or dvc[section]["do"]["params"]
         assert all(str(k).split(".")[0] == section for k in listed), section
+
+
+def test_paper_profile_has_the_same_sections_and_is_well_typed(repo, tmp_path):
+    """Folders of the paper profile do not exist here; everything else must validate."""
+    import yaml
+
+    import pipeline.params as P
+
+    paper = yaml.safe_load((repo / "profiles/paper.yaml").read_text())
+    default = yaml.safe_load((repo / "params.yaml").read_text())
+    assert set(paper) == set(default)
+    for section in ("prepare_sr", "prepare_classsr"):
+        paper[section]["source"] = "sample"
+    paper["prepare_test"].update(benchmark_root="", div8k="")
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(paper))
+    for section, cls in [("prepare_sr", P.PrepareSR), ("prepare_classsr", P.PrepareClassSR), ("prepare_test", P.PrepareTest),
+                         ("pretrain_teacher", P.PretrainTeacher), ("classify_patches", P.ClassifyPatches),
+                         ("train_branch", P.TrainBranch), ("finetune_classsr", P.FinetuneClassSR), ("ghost", P.Ghost),
+                         ("distill_csd", P.DistillCSD), ("train_student_l1", P.TrainStudentL1),
+                         ("distill_pcl", P.DistillPCL), ("evaluate", P.Evaluate)]:
+        load_section(section, cls, p)
