@@ -38,7 +38,7 @@ def reduced_project(tmp_path: Path) -> Path:
         Image.fromarray(photo(name, box)).save(raw / f"{name}.png")
     bench = root / "bench_sets" / "Set5"
     bench.mkdir(parents=True)
-    Image.fromarray(photo("chelsea", (0, 0, 64, 80))).save(bench / "chelsea.png")
+    Image.fromarray(photo("chelsea", (0, 0, 160, 200))).save(bench / "chelsea.png")  # LR >= a ClassSR patch
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prepare_sr"].update(source="raw", crop_size=96, step=48, num_workers=1)
     params["prepare_classsr"].update(source="raw", rescales=[1.0, 0.7], num_workers=1)
