@@ -25,6 +25,7 @@ from pipeline.tiling import run_tiled, split  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/classsr")
+    ap.add_argument("--batch", type=int, default=32, help="patches per branch call (finetune_classsr.infer_batch)")
     args = ap.parse_args()
     if Path(args.model).is_dir():
         model, what = models.load(args.model).eval(), args.model
@@ -35,9 +36,9 @@ def main():
     lr = uint8_to_tensor(lr_img)[0]
     hard = model.branches[-1]
     with torch.no_grad():
-        out = classsr_upscale(model, lr, 4)
-        t_classsr = best_of(lambda: classsr_upscale(model, lr, 4))
-        t_tiled_o = best_of(lambda: run_tiled(hard, lr, 4, 32, 28, batch=256))
+        out = classsr_upscale(model, lr, 4, batch=args.batch)
+        t_classsr = best_of(lambda: classsr_upscale(model, lr, 4, batch=args.batch))
+        t_tiled_o = best_of(lambda: run_tiled(hard, lr, 4, 32, 28, batch=args.batch))
         t_whole_o = best_of(lambda: hard(lr[None]))
         tiles = split(lr, 32, 28)
         classes = out.classes
@@ -49,7 +50,7 @@ def main():
         t_single = best_of(one_at_a_time, repeats=1)
     fractions = np.bincount(classes, minlength=3) / len(classes)
     print(f"model: {what}; LR 510x339, {len(classes)} patches of 32 (stride 28), classes simple/medium/hard "
-          f"{fractions.round(2).tolist()}, {torch.get_num_threads()} threads")
+          f"{fractions.round(2).tolist()}, {torch.get_num_threads()} threads, batch {args.batch}")
     print(f"ClassSR {t_classsr:.3f} s | branch-O tiled {t_tiled_o:.3f} s | branch-O whole image {t_whole_o:.3f} s")
     print(f"ratio ClassSR / branch-O same tiling: {t_classsr / t_tiled_o:.2f} (target <= 0.65 once trained)")
     print(f"ratio ClassSR / branch-O whole image: {t_classsr / t_whole_o:.2f}")

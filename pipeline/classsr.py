@@ -70,6 +70,37 @@ def classsr_upscale(model, lr: torch.Tensor, scale: int, patch: int = 32, stride
     return ClassSROutput(merge(outputs, tiles, scale), classes.numpy(), mean_flops)
 
 
+def upscale_uint8(model, lr: np.ndarray, scale: int, patch: int = 32, stride: int = 28, budget: float = 1.0,
+                  batch: int = 32, flops: list[float] | None = None, cover_all: bool = True):
+    """:func:`classsr_upscale` on a uint8 HxWx3 image: (uint8 SR, ClassSROutput)."""
+    from pipeline.metrics import tensor_to_uint8, uint8_to_tensor
+
+    device = next(model.parameters()).device
+    out = classsr_upscale(model, uint8_to_tensor(lr)[0].to(device), scale, patch, stride, cover_all, budget,
+                          batch, flops)
+    return tensor_to_uint8(out.sr), out
+
+
+def budget_metrics(model, pairs, scale: int, budgets: list[float], patch: int = 32, stride: int = 28,
+                   batch: int = 32) -> dict:
+    """PSNR, class-weighted FLOPs (and % of branch-O's) and class fractions of ``model`` on the
+    (name, LR, HR) ``pairs`` at each FLOPs budget: {"budget_<b>": {...}}."""
+    from pipeline.evaluate import score
+
+    flops = branch_flops(model, patch)
+    names = ("simple", "medium", "hard") if len(flops) == 3 else tuple(f"branch{i}" for i in range(len(flops)))
+    metrics = {}
+    for budget in budgets:
+        outs = [upscale_uint8(model, lr, scale, patch, stride, budget, batch, flops) for _, lr, _ in pairs]
+        mean_flops = float(np.mean([o.flops_per_patch for _, o in outs]))
+        classes = np.concatenate([o.classes for _, o in outs])
+        metrics[f"budget_{budget:g}"] = {
+            "psnr": float(np.mean([score(sr, hr, scale)["psnr"] for (sr, _), (_, _, hr) in zip(outs, pairs)])),
+            "flops_per_patch": mean_flops, "flops_percent_of_branch_o": 100 * mean_flops / flops[-1],
+            **{f"fraction_{n}": float(np.mean(classes == i)) for i, n in enumerate(names)}}
+    return metrics
+
+
 def tertile_thresholds(psnrs: np.ndarray) -> tuple[float, float]:
     """PSNR thresholds that split patches into equal thirds (as ClassSR's 27.17 / 35.15 dB did)."""
     lo, hi = np.quantile(np.asarray(psnrs, np.float64), [1 / 3, 2 / 3])

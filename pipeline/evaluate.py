@@ -41,3 +41,15 @@ def evaluate_pairs(upscale_fn, pairs, scale: int) -> dict:
     per_image = {name: score(upscale_fn(lr), hr, scale) for name, lr, hr in pairs}
     return {"psnr": float(np.mean([s["psnr"] for s in per_image.values()])),
             "ssim": float(np.mean([s["ssim"] for s in per_image.values()])), "per_image": per_image}
+
+
+def validator(pairs, scale: int, prepare=None):
+    """The training loop's ``validate`` callback: whole-image scores of the network on ``pairs``.
+    ``prepare(net)`` turns the trained network into the deployed one first (e.g. a slim export)."""
+
+    def validate(net) -> dict:
+        model = prepare(net) if prepare else net
+        device = next(model.parameters()).device
+        return evaluate_pairs(lambda lr: super_resolve(model, lr, device), pairs, scale)
+
+    return validate

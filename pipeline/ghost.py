@@ -24,15 +24,26 @@ from torch import nn
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # index 4 is the identity
 
 
-def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """out[..., y, x] = in[..., y + dy, x + dx], zero outside: a translation by slicing."""
-    if dy == 0 and dx == 0:
-        return x
+def shift(x: torch.Tensor, dy: int, dx: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """out[..., y, x] = in[..., y + dy, x + dx], zero outside: a translation by slicing (into ``out``
+    when given, e.g. a slice of a preallocated concatenation)."""
+    if out is None:
+        if dy == 0 and dx == 0:
+            return x
+        out = torch.empty_like(x)
     h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
     ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
     xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
     out[..., yd, xd] = x[..., ys, xs]
+    # zero only the uncovered border strips
+    if dy > 0:
+        out[..., h - dy:, :] = 0
+    elif dy < 0:
+        out[..., :-dy, :] = 0
+    if dx > 0:
+        out[..., :, w - dx:] = 0
+    elif dx < 0:
+        out[..., :, :-dx] = 0
     return out
 
 
@@ -87,6 +98,16 @@ class GhostConv(nn.Module):
         nn.init.kaiming_uniform_(self.shift_logits, a=math.sqrt(5))  # HeUniform(a=sqrt 5), as released
         self.tau = 1.0  # Gumbel-Softmax temperature, annealed by the training stage
         self.fixed: list[tuple[int, int]] | None = None  # set by finalize()
+        self._cache_layout()
+
+    def _cache_layout(self):
+        """Layout facts the forward needs, kept as Python bools (no tensor checks per call)."""
+        self._contiguous = self.ghost_src.tolist() == list(range(len(self.ghost_src)))
+        self._identity_perm = self.perm.tolist() == list(range(len(self.perm)))
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._cache_layout()
 
     def set_identity_shift(self):
         with torch.no_grad():
@@ -116,16 +137,17 @@ class GhostConv(nn.Module):
 
     def forward(self, x):
         intr = self.primary(x)
-        if len(self.ghost_src) == 0:
-            return self._reorder(intr)
         n = len(self.ghost_src)
-        contiguous = bool(self.ghost_src[-1] == n - 1) and bool((self.ghost_src.diff() == 1).all())
-        src = intr[:, :n] if contiguous else intr.index_select(1, self.ghost_src)
-        if self.fixed is not None:  # exported: shifts are slices with zero fill
-            if len(self.fixed) == 1:
-                ghosts = shift(src, *self.fixed[0])
-            else:
-                ghosts = torch.cat([shift(src[:, g:g + 1], *o) for g, o in enumerate(self.fixed)], 1)
+        if n == 0:
+            return self._reorder(intr)
+        src = intr[:, :n] if self._contiguous else intr.index_select(1, self.ghost_src)
+        if self.fixed is not None and len(self.fixed) == 1:  # exported: one slice copy into the output
+            out = intr.new_empty(intr.shape[0], self.oup, *intr.shape[2:])
+            out[:, :intr.shape[1]] = intr
+            shift(src, *self.fixed[0], out=out[:, intr.shape[1]:])
+            return self._reorder(out)
+        if self.fixed is not None:
+            ghosts = torch.cat([shift(src[:, g:g + 1], *o) for g, o in enumerate(self.fixed)], 1)
         else:
             k = self.kernel()
             k = k.expand(src.shape[1], 1, 3, 3) if k.shape[0] == 1 else k
@@ -134,9 +156,7 @@ class GhostConv(nn.Module):
 
     def _reorder(self, out: torch.Tensor) -> torch.Tensor:
         """Back to the source's channel order, unless finalize() folded it into the next layer."""
-        if torch.equal(self.perm, torch.arange(len(self.perm), device=self.perm.device)):
-            return out
-        return out.index_select(1, self.perm)
+        return out if self._identity_perm else out.index_select(1, self.perm)
 
 
 def ghost_layers(model: nn.Module) -> list[str]:
@@ -221,6 +241,17 @@ def _fold_inner_order(block):
     order = first.perm.argsort()  # natural channel q comes from source position order[q]
     consumer.weight.copy_(consumer.weight[:, order])
     first.perm.copy_(torch.arange(len(first.perm)))
+    first._cache_layout()
+
+
+def exported_config(model: nn.Module, source_config: dict, ratio: float, d: int, mode: str, per_channel: bool) -> dict:
+    """The ``config.json`` of a finalized Ghost model: its source architecture, plan and fixed shifts
+    (``models.build('ghost', ...)`` rebuilds it)."""
+    plan = model.ghost_plan
+    return {"arch": "ghost", "scale": source_config["scale"], "kwargs": {
+        "source": {"arch": source_config["arch"], "kwargs": source_config["kwargs"]}, "ratio": ratio, "d": d,
+        "mode": mode, "per_channel": per_channel, "plan": plan,
+        "shifts": {n: [list(o) for o in m.offsets()] for n, m in zip(plan, ghost_modules(model))}}}
 
 
 def finalize(model: nn.Module) -> nn.Module:

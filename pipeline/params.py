@@ -10,7 +10,7 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -234,8 +234,10 @@ class Schedule:
     periods: list[int] = field(default_factory=list)  # cosine_restart: period lengths ([] = one period)
     restart_weights: list[float] = field(default_factory=list)
     eta_min: float = 1e-7
+    warmup_steps: int = 0  # linear ramp from 0 to the base lr (BasicSR's warmup_iter); -1/0 = none
 
     def validate(self, p):
+        check(self.warmup_steps >= 0, f"{p}.warmup_steps", "must be >= 0")
         check(all(m > 0 for m in self.milestones), f"{p}.milestones", "must be positive steps")
         check(all(t > 0 for t in self.periods), f"{p}.periods", "must be positive step counts")
         check(not self.restart_weights or len(self.restart_weights) == len(self.periods), f"{p}.restart_weights",
@@ -286,6 +288,12 @@ class PretrainTeacher:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class TrainRFDN(PretrainTeacher):
+    """The hand-designed lightweight baseline (E-RFDN: ``attention: esa``), trained like the teacher."""
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("rfdn", {"nf": 50, "num_blocks": 4, "attention": "esa"}))
+
+
 # ---- ClassSR --------------------------------------------------------------------------------------
 
 CLASS_NAMES = ("simple", "medium", "hard")
@@ -310,11 +318,24 @@ class TrainBranch:
     scale: int = 4
     branches: dict[str, dict[str, Any]] = field(default_factory=dict)  # class name -> constructor kwargs
     init_hard_from_teacher: bool = True
+    # train.* values the hard branch uses instead when it starts from the teacher (a short, gentle
+    # fine-tune on its class rather than training from scratch), e.g. {max_steps: 100, lr: 2.0e-4}
+    hard_finetune: dict[str, Any] = field(default_factory=dict)
     all_patches_steps: int = 0  # warm-up steps on every patch before the branch's own class (0 = paper)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def train_config(self, name: str) -> TrainConfig:
+        """The training config of branch ``name``."""
+        if name == "hard" and self.init_hard_from_teacher and self.hard_finetune:
+            return replace(self.train, **self.hard_finetune)
+        return self.train
+
     def validate(self, p):
         ModelSpec(self.arch, {}, self.scale).validate(p)
+        scalars = {f.name for f in fields(TrainConfig) if f.name != "schedule"}
+        for key in self.hard_finetune:
+            check(key in scalars, f"{p}.hard_finetune.{key}", f"not a train setting; allowed: {', '.join(sorted(scalars))}")
+        check(self.hard_finetune.get("max_steps", 1) > 0, f"{p}.hard_finetune.max_steps", "must be > 0")
         check(0 <= self.all_patches_steps <= self.train.max_steps, f"{p}.all_patches_steps", "must be in [0, max_steps]")
         check(sorted(self.branches) == sorted(CLASS_NAMES), f"{p}.branches",
               f"needs exactly the keys {', '.join(CLASS_NAMES)}")
@@ -326,6 +347,7 @@ class FinetuneClassSR:
     patch: int = 32
     stride: int = 28
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.65, 0.5])
+    infer_batch: int = 32  # patches per branch call at inference (CPU prefers small batches, GPUs large)
     classifier: TrainConfig = field(default_factory=TrainConfig)  # phase 1: branches frozen
     joint: TrainConfig = field(default_factory=TrainConfig)  # phase 2: everything trains
 
@@ -334,14 +356,15 @@ class FinetuneClassSR:
               "three non-negative weights: L1, class loss, average loss")
         check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
         check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
+        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
 
 
 # ---- GhostSR --------------------------------------------------------------------------------------
 
 
 @dataclass
-class Ghost:
-    source: str = "models/teacher"  # any saved model folder
+class GhostMethod:
+    """GhostSR's settings, shared by the ghost stage and the composition stage."""
     ratio: float = 0.5  # intrinsic fraction of each converted conv's output channels
     d: int = 1  # shift distance in pixels
     mode: Literal["gumbel", "ste"] = "gumbel"  # paper's Gumbel-Softmax, or the released straight-through
@@ -352,11 +375,36 @@ class Ghost:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, p):
-        check(Path(self.source).is_dir() or self.source == "models/teacher", f"{p}.source",
-              f"model folder '{self.source}' not found")
         check(0 < self.ratio <= 1, f"{p}.ratio", "must be in (0, 1]")
         check(self.d >= 1, f"{p}.d", "must be >= 1")
         check(0 < self.tau_end <= self.tau_start, f"{p}.tau_end", "need 0 < tau_end <= tau_start")
+
+
+@dataclass
+class Ghost(GhostMethod):
+    source: str = "models/teacher"  # any saved model folder
+
+    def validate(self, p):
+        check(Path(self.source).is_dir() or self.source == "models/teacher", f"{p}.source",
+              f"model folder '{self.source}' not found")
+        super().validate(p)
+
+
+@dataclass
+class ComposeClassSR(GhostMethod):
+    """GhostSR applied to one branch of the fine-tuned ClassSR (none of the published code composes them)."""
+    classsr: str = "models/classsr"
+    branch: Literal["simple", "medium", "hard"] = "hard"
+    budgets: list[float] = field(default_factory=lambda: [1.0, 0.65])
+    patch: int = 32
+    stride: int = 28
+    infer_batch: int = 32
+
+    def validate(self, p):
+        super().validate(p)
+        check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
+        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
+        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
 
 
 # ---- contrastive self-distillation (CSD) ----------------------------------------------------------
@@ -424,10 +472,11 @@ class DistillPCL:
 class Evaluate:
     scale: int = 4
     models: dict[str, str] = field(default_factory=dict)  # variant name -> saved model folder
-    classsr: str = "models/classsr"  # '' to skip; evaluated at each budget
+    classsr: dict[str, str] = field(default_factory=dict)  # ClassSR variants, evaluated at each budget
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.65])
     patch: int = 32
     stride: int = 28
+    infer_batch: int = 32
     official_erfdn: str = ""  # official E-RFDN x4 safetensors, as a reference row ('' to skip)
     pareto_set: str = "sample"  # the test set of the Pareto plot
     crops_set: str = "sample"
@@ -435,3 +484,4 @@ class Evaluate:
     def validate(self, p):
         check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
         check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
+        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")

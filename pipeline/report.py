@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.evaluate import bicubic_upscale, evaluate_pairs, super_resolve, test_pairs
-from pipeline.metrics import count_macs, count_params, latency, tensor_to_uint8, uint8_to_tensor
+from pipeline.metrics import count_macs, count_params, latency
 
 
 @dataclass
@@ -31,17 +31,17 @@ def model_variant(name: str, model, lat_shape=(1, 3, 128, 128)) -> Variant:
                    2.0 * count_macs(model, (1, 3, 32, 32)), lat)
 
 
-def classsr_variant(name: str, model, scale: int, budget: float, patch: int, stride: int) -> Variant:
-    from pipeline.classsr import branch_flops, classsr_upscale
+def classsr_variant(name: str, model, scale: int, budget: float, patch: int, stride: int, batch: int = 32) -> Variant:
+    from pipeline.classsr import branch_flops, upscale_uint8
 
     model = model.eval()
     flops = branch_flops(model, patch)
     used = []
 
     def upscale(lr):
-        out = classsr_upscale(model, uint8_to_tensor(lr)[0], scale, patch, stride, True, budget, flops=flops)
+        sr, out = upscale_uint8(model, lr, scale, patch, stride, budget, batch, flops)
         used.append(out.flops_per_patch)
-        return tensor_to_uint8(out.sr)
+        return sr
 
     lr = (torch.rand(1, 3, 128, 128) * 255).byte()[0].permute(1, 2, 0).numpy()
     import time

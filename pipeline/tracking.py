@@ -94,7 +94,8 @@ class Tracker:
 
 @contextmanager
 def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "", run_name: str = ""):
-    """Open the MLflow run of one stage execution (or reopen ``resume_run_id``); yield a Tracker."""
+    """Open the MLflow run of one stage execution (or reopen ``resume_run_id``); yield a Tracker.
+    Opened inside another stage_run, it is a nested run (e.g. one phase of a two-phase stage)."""
     if not is_main or os.environ.get("PIPELINE_TRACKING", "1") == "0":
         yield Tracker()
         return
@@ -109,12 +110,13 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
                      ("DVC_STAGE", "dvc_stage")]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
+    nested = mlflow.active_run() is not None
     try:
-        run = mlflow.start_run(run_id=resume_run_id) if resume_run_id else None
+        run = mlflow.start_run(run_id=resume_run_id, nested=nested) if resume_run_id else None
     except Exception:
         run = None  # the old run is gone (e.g. another store): start a new one
     if run is None:
-        run = mlflow.start_run(run_name=run_name or stage, tags=tags)
+        run = mlflow.start_run(run_name=run_name or stage, tags=tags, nested=nested)
         flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in as_flat_dict(params).items()}
         mlflow.log_params(flat)
     try:

@@ -6,9 +6,9 @@ papers' schedules, gradient accumulation and clipping, mixed precision, EMA, val
 with automatic resume, the NaN guard, progress and tracking.
 
 Resume state lives in ``ckpt_dir/latest`` (written atomically with ``save_state``) next to a
-fingerprint of the stage's params, its training data and the library code: a rerun resumes only when
-the fingerprint matches, otherwise it starts fresh (a stale checkpoint is never continued under new
-params).
+fingerprint of the stage's params, its training data, the library code and the model's starting
+weights: a rerun resumes only when the fingerprint matches, otherwise it starts fresh (a stale
+checkpoint is never continued under new params or from a retrained upstream model).
 """
 from __future__ import annotations
 
@@ -61,7 +61,15 @@ class Objective:
 
 
 def lr_factor(schedule: Schedule, max_steps: int, base_lr: float) -> Callable[[int], float]:
-    """Multiplier of the base lr at a step: constant, step decay, or BasicSR's cosine with restarts."""
+    """Multiplier of the base lr at a step: constant, step decay, or BasicSR's cosine with restarts,
+    times a linear warm-up over the first ``warmup_steps``."""
+    decay = _decay_factor(schedule, max_steps, base_lr)
+    if schedule.warmup_steps <= 0:
+        return decay
+    return lambda step: decay(step) * min(1.0, (step + 1) / schedule.warmup_steps)
+
+
+def _decay_factor(schedule: Schedule, max_steps: int, base_lr: float) -> Callable[[int], float]:
     if schedule.kind == "constant":
         return lambda step: 1.0
     if schedule.kind == "multistep":
@@ -151,8 +159,18 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(params, data_info: dict) -> str:
-    blob = json.dumps({"params": as_flat_dict(params), "data": data_info, "code": code_version()},
+def weights_hash(model: nn.Module) -> str:
+    """Hash of a model's starting weights: a checkpoint trained from other initial weights (e.g. an
+    upstream teacher that was retrained under the same downstream params) must not be resumed."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(params, data_info: dict, init: str = "") -> str:
+    blob = json.dumps({"params": as_flat_dict(params), "data": data_info, "code": code_version(), "init": init},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -178,6 +196,38 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, fp: str):
 def _resumable(ckpt_dir: Path, fp: str) -> bool:
     f = ckpt_dir / "latest" / "fingerprint.txt"
     return f.is_file() and f.read_text() == fp
+
+
+class CurveLog:
+    """The training curve of a stage as a CSV (a DVC plot): one row per ``log_every`` steps. A resumed
+    run keeps the rows up to its checkpoint and drops the ones logged after it."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path, self.fields = path, None
+        rows = []
+        if resume_step > 0 and path.is_file():
+            import csv
+
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        for r in rows:
+            self.append(r)
+
+    def append(self, row: dict):
+        import csv
+
+        with self.path.open("a", newline="") as f:
+            if self.fields is None:
+                self.fields = ["step"] + sorted(k for k in row if k != "step")
+                csv.DictWriter(f, self.fields).writeheader()
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+
+
+def curve_path(stage: str) -> Path:
+    """``plots/train/<stage>.csv`` with DVC-friendly names (train_branch@hard -> train_branch_hard)."""
+    return Path("plots/train") / (stage.replace("@", "_").replace(":", "_") + ".csv")
 
 
 # ---- the loop -------------------------------------------------------------------------------------
@@ -212,7 +262,7 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
                       f"on {accelerator.device}, precision {accelerator.mixed_precision}")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(params, data_info or {})
+    fp = fingerprint(params, data_info or {}, weights_hash(model))
 
     params_to_train = (trainable or (lambda m: [p for p in m.parameters() if p.requires_grad]))(model)
     if trainable is not None:  # frozen parts get no gradient at all (no wasted backward through them)
@@ -245,6 +295,7 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
     loader = make_loader(data, state.step * accum, cfg.max_steps * accum, cfg.num_workers)
     deliverable = lambda: ema.model if ema else accelerator.unwrap_model(model)  # noqa: E731
     metrics: dict = {}
+    curve = CurveLog(curve_path(stage), state.step) if accelerator.is_main_process else None
 
     with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id) as tracker:
         state.run_id = tracker.run_id or state.run_id
@@ -290,6 +341,8 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
                 bar.set_postfix(loss=f"{row.get('l1', next(iter(row.values()))):.4f}",
                                 data=f"{row['data_time'] * 1e3:.0f}ms", step=f"{row['step_time'] * 1e3:.0f}ms")
                 tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step=state.step)
+                if curve:
+                    curve.append({"step": state.step, **row})
                 window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
                 logs_sum = {}
             if validate and (state.step % cfg.val_every == 0 or state.step == cfg.max_steps):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
-from pipeline.evaluate import evaluate_pairs, super_resolve, test_pairs
+from pipeline.evaluate import evaluate_pairs, super_resolve, test_pairs, validator
 from pipeline.losses.contrastive import ContrastiveLoss, teacher_embedding, vgg19_embedding
 from pipeline.metrics import count_macs, count_params, latency
 from pipeline.models.slim import forward_at_width, slim
@@ -49,9 +49,7 @@ def main():
     pairs = test_pairs(VAL, scale)
     teacher_eval = evaluate_pairs(lambda lr: super_resolve(teacher, lr), pairs, scale)
 
-    def validate(net):
-        student = slim(net, cfg.width).to(next(net.parameters()).device).eval()
-        return evaluate_pairs(lambda lr: super_resolve(student, lr, next(student.parameters()).device), pairs, scale)
+    validate = validator(pairs, scale, prepare=lambda net: slim(net, cfg.width).to(next(net.parameters()).device).eval())
 
     def finish(net, val, tracker):
         student = slim(net, cfg.width).eval()

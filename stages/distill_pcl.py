@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
-from pipeline.evaluate import evaluate_pairs, super_resolve, test_pairs
+from pipeline.evaluate import evaluate_pairs, super_resolve, test_pairs, validator
 from pipeline.losses.pcl import WaveletDiscriminator, blurred, dual_contrastive_d_loss, info_nce, sharpened
 from pipeline.metrics import count_macs, count_params, latency
 from pipeline.params import DistillPCL, load_section
@@ -84,10 +84,8 @@ def main():
     model = models.load(cfg.init_from)
     scale = model.config["scale"]
     pairs = test_pairs(VAL, scale)
+    validate = validator(pairs, scale)
     start = evaluate_pairs(lambda lr: super_resolve(model.eval(), lr), pairs, scale)
-
-    def validate(net):
-        return evaluate_pairs(lambda lr: super_resolve(net, lr, next(net.parameters()).device), pairs, scale)
 
     def finish(net, val, tracker):
         models.save(net, OUT)

@@ -22,10 +22,12 @@ def collect_variants(cfg: Evaluate):
     for name, folder in cfg.models.items():
         if Path(folder).is_dir():
             variants.append(model_variant(name, models.load(folder)))
-    if cfg.classsr and Path(cfg.classsr).is_dir():
-        model = models.load(cfg.classsr)
-        for b in cfg.budgets:
-            variants.append(classsr_variant(f"classsr@{b:g}", model, cfg.scale, b, cfg.patch, cfg.stride))
+    for name, folder in cfg.classsr.items():
+        if Path(folder).is_dir():
+            model = models.load(folder)
+            for b in cfg.budgets:
+                variants.append(classsr_variant(f"{name}@{b:g}", model, cfg.scale, b, cfg.patch, cfg.stride,
+                                                cfg.infer_batch))
     return variants
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from pipeline import models
-from pipeline.classsr import branch_flops, classsr_upscale
+from pipeline.classsr import branch_flops, budget_metrics, upscale_uint8
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.evaluate import bicubic_upscale, evaluate_pairs, score, test_pairs
@@ -15,6 +15,7 @@ from pipeline.models.classsr import average_loss, class_loss
 from pipeline.params import CLASS_NAMES, FinetuneClassSR, load_section
 from pipeline.stage import run, write_json
 from pipeline.tiling import run_tiled
+from pipeline.tracking import stage_run
 from pipeline.train import Objective, train
 
 DATA, VAL, OUT, METRICS = "data/classsr", "data/test/sample", "models/classsr", "metrics/finetune_classsr.json"
@@ -50,14 +51,14 @@ def main():
     flops = branch_flops(model, cfg.patch)
 
     def upscale(net, lr, budget=1.0, cover_all=True):
-        out = classsr_upscale(net, uint8_to_tensor(lr)[0].to(next(net.parameters()).device), scale, cfg.patch,
-                              cfg.stride, cover_all, budget, flops=flops)
-        return tensor_to_uint8(out.sr), out
+        return upscale_uint8(net, lr, scale, cfg.patch, cfg.stride, budget, cfg.infer_batch, flops, cover_all)[0]
 
     def validate(net):
-        return evaluate_pairs(lambda lr: upscale(net, lr)[0], pairs, scale)
+        return evaluate_pairs(lambda lr: upscale(net, lr), pairs, scale)
 
-    def finish(net, val, tracker):
+    results: dict = {}
+
+    def finish(net, val, _):
         models.save(net, OUT)
         metrics = {"params": count_params(net), "branch_flops_per_patch": dict(zip(CLASS_NAMES, flops)),
                    "bicubic_psnr": evaluate_pairs(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"]}
@@ -66,32 +67,27 @@ def main():
         metrics["branch_o_tiled_psnr"] = evaluate_pairs(tiled_o, pairs, scale)["psnr"]
         metrics["branch_o_whole_psnr"] = evaluate_pairs(lambda lr: tensor_to_uint8(hard(uint8_to_tensor(lr))[0]),
                                                         pairs, scale)["psnr"]
-        for budget in cfg.budgets:
-            outs = [upscale(net, lr, budget) for _, lr, _ in pairs]
-            psnr = float(np.mean([score(sr, hr, scale)["psnr"] for (sr, _), (_, _, hr) in zip(outs, pairs)]))
-            mean_flops = float(np.mean([o.flops_per_patch for _, o in outs]))
-            classes = np.concatenate([o.classes for _, o in outs])
-            metrics[f"budget_{budget:g}"] = {
-                "psnr": psnr, "flops_per_patch": mean_flops, "flops_percent_of_branch_o": 100 * mean_flops / flops[-1],
-                **{f"fraction_{n}": float(np.mean(classes == i)) for i, n in enumerate(CLASS_NAMES)}}
+        metrics.update(budget_metrics(net, pairs, scale, cfg.budgets, cfg.patch, cfg.stride, cfg.infer_batch))
         # ClassSR's own protocol: grid without the remainder, GT cropped to the covered region
         crop_scores = []
         for _, lr, hr in pairs:
-            sr, _ = upscale(net, lr, 1.0, cover_all=False)
+            sr = upscale(net, lr, 1.0, cover_all=False)
             crop_scores.append(score(sr, hr[:sr.shape[0], :sr.shape[1]], scale)["psnr"])
         metrics["classsr_crop_protocol_psnr"] = float(np.mean(crop_scores))
         write_json(METRICS, metrics)
-        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        tracker.log_metrics({f"{k}/{m}": v for k, d in metrics.items() if k.startswith("budget_") for m, v in d.items()})
+        results.update(metrics)
 
     objective = ClassSRObjective(cfg.loss_weights)
     phases = [("classifier", cfg.classifier, lambda m: list(m.classifier.parameters())),
               ("joint", cfg.joint, lambda m: list(m.parameters()))]
-    for phase, tcfg, trainable in phases:
-        batches = PatchBatches(shards, tcfg.batch_size, cfg.patch, tcfg.seed)
-        model = train(model, tcfg, batches, stage=f"finetune_classsr:{phase}", params=cfg, objective=objective,
-                      ckpt_dir=f"checkpoints/finetune_classsr/{phase}", validate=validate, trainable=trainable,
-                      data_info=shards.info, finish=finish if phase == "joint" else None).model
+    with stage_run("finetune_classsr", cfg) as tracker:  # one run; each phase is a nested run inside it
+        for phase, tcfg, trainable in phases:
+            batches = PatchBatches(shards, tcfg.batch_size, cfg.patch, tcfg.seed)
+            model = train(model, tcfg, batches, stage=f"finetune_classsr:{phase}", params=cfg, objective=objective,
+                          ckpt_dir=f"checkpoints/finetune_classsr/{phase}", validate=validate, trainable=trainable,
+                          data_info=shards.info, finish=finish if phase == "joint" else None).model
+        tracker.log_metrics({k: v for k, v in results.items() if isinstance(v, (int, float))})
+        tracker.log_metrics({f"{k}/{m}": v for k, d in results.items() if k.startswith("budget_") for m, v in d.items()})
 
 
 if __name__ == "__main__":

@@ -1,56 +1,25 @@
 """Stage ghost: convert the source model's residual-block convs to Ghost modules (k-means intrinsic
 filters), fine-tune the learnable shifts and weights, then export with fixed slicing shifts."""
-import copy
-
 from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
-from pipeline.evaluate import evaluate_pairs, super_resolve, test_pairs
-from pipeline.ghost import convert, finalize, ghost_modules
+from pipeline.evaluate import test_pairs, validator
 from pipeline.metrics import count_macs, count_params, latency
 from pipeline.params import Ghost, load_section
+from pipeline.recipes import ghost_fine_tune
 from pipeline.stage import run, write_json
-from pipeline.train import Objective, train
 
 DATA, VAL, OUT, METRICS = "data/sr", "data/test/sample", "models/ghost", "metrics/ghost.json"
-
-
-class AnnealedGhost(Objective):
-    """L1, with the Gumbel temperature decayed exponentially from tau_start to tau_end."""
-
-    def __init__(self, cfg: Ghost):
-        self.cfg = cfg
-
-    def before_step(self, accelerator, model, lr, hr, step):
-        frac = step / max(self.cfg.train.max_steps - 1, 1)
-        tau = self.cfg.tau_start * (self.cfg.tau_end / self.cfg.tau_start) ** frac
-        for m in ghost_modules(model):
-            m.tau = tau
-        return {"tau": tau}
 
 
 def main():
     cfg = load_section("ghost", Ghost)
     source = models.load(cfg.source).eval()
     scale = source.config["scale"]
-    model = convert(copy.deepcopy(source), cfg.ratio, d=cfg.d, mode=cfg.mode, per_channel=cfg.per_channel,
-                    seed=cfg.kmeans_seed)
-    model.config = {"arch": "ghost", "scale": scale, "kwargs": {}}
-    plan = model.ghost_plan
-    pairs = test_pairs(VAL, scale)
-
-    def validate(net):
-        device = next(net.parameters()).device
-        return evaluate_pairs(lambda lr: super_resolve(net, lr, device), pairs, scale)
-
+    validate = validator(test_pairs(VAL, scale), scale)
     source_eval = validate(source)
 
-    def finish(net, val, tracker):
-        net = finalize(net)
-        net.config = {"arch": "ghost", "scale": scale, "kwargs": {
-            "source": {"arch": source.config["arch"], "kwargs": source.config["kwargs"]}, "ratio": cfg.ratio,
-            "d": cfg.d, "mode": cfg.mode, "per_channel": cfg.per_channel, "plan": plan,
-            "shifts": {n: [list(o) for o in m.fixed] for n, m in zip(plan, ghost_modules(net))}}}
+    def finish(net, tracker):
         models.save(net, OUT)
         exported = models.load(OUT).eval()
         final = validate(exported)
@@ -69,8 +38,7 @@ def main():
 
     shards = PairShards(DATA, scale)
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
-    train(model, cfg.train, batches, stage="ghost", params=cfg, ckpt_dir="checkpoints/ghost", objective=AnnealedGhost(cfg),
-          validate=validate, data_info=shards.info, finish=finish)
+    ghost_fine_tune("ghost", source, cfg, batches, shards.info, validate, finish)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
-from pipeline.evaluate import bicubic_upscale, evaluate_pairs, super_resolve, test_pairs
+from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, validator
 from pipeline.metrics import count_macs, count_params
 from pipeline.params import CLASS_NAMES, ParamError, TrainBranch, load_section
 from pipeline.stage import run, write_json
@@ -26,11 +26,8 @@ def main():
     init = TEACHER if name == "hard" and cfg.init_hard_from_teacher else cfg.train.init_from
     model = models.init_model(cfg.arch, cfg.scale, cfg.branches[name], init)
     pairs = test_pairs(VAL, cfg.scale)
+    validate = validator(pairs, cfg.scale)
     bicubic = evaluate_pairs(lambda lr: bicubic_upscale(lr, cfg.scale), pairs, cfg.scale)
-
-    def validate(net):
-        device = next(net.parameters()).device
-        return evaluate_pairs(lambda lr: super_resolve(net, lr, device), pairs, cfg.scale)
 
     def finish(net, val, tracker):
         models.save(net, out)
@@ -40,10 +37,10 @@ def main():
         write_json(metrics_path, metrics)
         tracker.log_metrics(metrics)
 
-    warmup = 0 if name == "hard" and cfg.init_hard_from_teacher else cfg.all_patches_steps * cfg.train.grad_accum
-    batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed, indices=indices,
-                           all_patches_until=warmup)
-    train(model, cfg.train, batches, stage=f"train_branch@{name}", params=cfg, ckpt_dir=f"checkpoints/train_branch_{name}",
+    tcfg = cfg.train_config(name)
+    warmup = 0 if name == "hard" and cfg.init_hard_from_teacher else cfg.all_patches_steps * tcfg.grad_accum
+    batches = PatchBatches(shards, tcfg.batch_size, tcfg.lr_patch, tcfg.seed, indices=indices, all_patches_until=warmup)
+    train(model, tcfg, batches, stage=f"train_branch@{name}", params=cfg, ckpt_dir=f"checkpoints/train_branch_{name}",
           validate=validate, data_info={**shards.info, "class": name, "count": int(len(indices))}, finish=finish)
 
 

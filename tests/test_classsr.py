@@ -66,6 +66,17 @@ def test_reassembly_reproduces_a_known_function_exactly():
     assert merged[0, 0, 0] == 0 and merged[0, 0, 28 * 4 + 1] == pytest.approx(0.5)
 
 
+def test_images_smaller_than_a_patch_are_padded_and_cropped_back():
+    img = torch.rand(3, 20, 45)
+    nearest = lambda x: x.repeat_interleave(4, -1).repeat_interleave(4, -2)  # noqa: E731
+    for cover_all in (True, False):
+        out = run_tiled(nearest, img, 4, 32, 28, cover_all=cover_all)
+        expected_w = 45 if cover_all else 32  # ClassSR's grid drops the remainder of the long side
+        assert torch.allclose(out, nearest(img)[:, :, :expected_w * 4], atol=1e-6)
+    sr = classsr_upscale(tiny_classsr(), torch.rand(3, 12, 30), 4)
+    assert sr.sr.shape == (3, 48, 120) and len(sr.classes) == 1
+
+
 def tiny_classsr():
     torch.manual_seed(0)
     return models.build("classsr", 4, branch_arch="fsrcnn", branches=[{"d": 4}, {"d": 6}, {"d": 8}]).eval()

@@ -55,9 +55,16 @@ def test_contrastive_loss_is_zero_when_student_equals_teacher_and_scales_with_ne
 
 def test_teacher_embedding_is_frozen_and_download_free():
     teacher = models.build("msrresnet", 4, nf=8, nb=6)
-    emb = teacher_embedding(teacher, 4)
-    feats = emb(torch.rand(1, 3, 16, 16))
-    assert len(feats) == 4 and all(not p.requires_grad for p in emb.parameters())
+    emb = teacher_embedding(teacher, 3)
+    x = torch.rand(1, 3, 16, 16)
+    feats = emb(x)
+    assert len(feats) == 3 and all(not p.requires_grad for p in emb.parameters())
+    # head, then the teacher's first two residual blocks
+    with torch.no_grad():
+        h = torch.nn.functional.leaky_relu(teacher.conv_first(x), 0.1)
+        assert torch.allclose(feats[0], h) and torch.allclose(feats[2], teacher.body[1](teacher.body[0](h)))
+    with pytest.raises(ValueError, match="7 stages need 6"):
+        teacher_embedding(models.build("msrresnet", 4, nf=8, nb=5), 7)
 
 
 def test_vgg19_offline_without_file_names_the_param(monkeypatch, tmp_path):

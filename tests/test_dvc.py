@@ -48,11 +48,15 @@ def reduced_project(tmp_path: Path) -> Path:
     params["train_branch"]["branches"] = {"simple": {"nf": 4, "nb": 1}, "medium": {"nf": 6, "nb": 1},
                                           "hard": {"nf": 8, "nb": 1}}
     params["train_branch"]["all_patches_steps"] = 2
+    params["train_branch"]["hard_finetune"] = {"max_steps": 2}
     params["train_branch"]["train"].update(TINY_TRAIN)
     for phase in ("classifier", "joint"):
         params["finetune_classsr"][phase].update({**TINY_TRAIN, "max_steps": 2, "val_every": 2, "batch_size": 4})
     params["finetune_classsr"]["budgets"] = [1.0, 0.5]
     params["ghost"]["train"].update(TINY_TRAIN)
+    params["compose_classsr"]["train"].update(TINY_TRAIN)
+    params["train_rfdn"]["model"]["kwargs"] = {"nf": 8, "num_blocks": 1, "attention": "esa"}
+    params["train_rfdn"]["train"].update(TINY_TRAIN)
     for section in ("distill_csd", "train_student_l1", "distill_pcl"):
         params[section]["train"].update({**TINY_TRAIN, "batch_size": 2, "max_steps": 2, "val_every": 2})
     params["distill_csd"]["neg_num"] = 2
@@ -66,18 +70,19 @@ def test_repro_then_noop_then_only_changed_stage_reruns(tmp_path):
     root = reduced_project(tmp_path)
     out = sh("dvc repro", root)
     for stage in ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher", "classify_patches",
-                  "train_branch@simple", "train_branch@hard", "finetune_classsr", "ghost", "distill_csd",
-                  "train_student_l1", "distill_pcl", "evaluate"]:
+                  "train_branch@simple", "train_branch@hard", "finetune_classsr", "compose_classsr", "ghost",
+                  "distill_csd", "train_student_l1", "distill_pcl", "train_rfdn", "evaluate"]:
         assert f"Running stage '{stage}'" in out
     import json
 
     variants = json.loads((root / "metrics/evaluate.json").read_text())["variants"]
     for name in ["bicubic", "teacher", "branch_simple", "ghost", "csd_student", "student_l1", "pcl_student",
-                 "classsr@1", "classsr@0.65"]:
+                 "rfdn", "classsr@1", "classsr@0.65", "classsr_ghost_hard@1"]:
         assert "sample_psnr" in variants[name] and "Set5_psnr" in variants[name], name
     assert (root / "reports/results.md").read_text().count("|") > 50 and (root / "plots/pareto.png").is_file()
     assert (root / "models/teacher/model.safetensors").is_file()
     assert (root / "data/test/Set5/LR_bicubic/X4/chelsea.png").is_file()
+    assert "step,l1" in (root / "plots/train/pretrain_teacher.csv").read_text()  # a training curve
 
     again = sh("dvc repro", root)
     assert "Running stage" not in again

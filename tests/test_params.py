@@ -42,6 +42,20 @@ def test_nested_training_params(tmp_path):
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float) and cfg.train.max_steps == 3
 
 
+def test_hard_branch_finetune_overrides(tmp_path):
+    from pipeline.params import TrainBranch
+
+    branches = {"simple": {"nf": 4}, "medium": {"nf": 6}, "hard": {"nf": 8}}
+    p = write(tmp_path, "train_branch", {"branches": branches, "hard_finetune": {"max_steps": 7, "lr": 1.0e-5},
+                                         "train": {"max_steps": 50, "lr": 1.0e-3}})
+    cfg = load_section("train_branch", TrainBranch, p)
+    assert (cfg.train_config("hard").max_steps, cfg.train_config("hard").lr) == (7, 1.0e-5)
+    assert cfg.train_config("simple").max_steps == 50
+    p = write(tmp_path, "train_branch", {"branches": branches, "hard_finetune": {"steps": 7}})
+    with pytest.raises(ParamError, match="'train_branch.hard_finetune.steps'.*allowed:.*max_steps"):
+        load_section("train_branch", TrainBranch, p)
+
+
 def test_repo_params_file_is_valid(repo, tmp_path, monkeypatch):
     import pipeline.params as P
 
@@ -57,7 +71,8 @@ def test_repo_params_file_is_valid(repo, tmp_path, monkeypatch):
     sections = [("prepare_sr", P.PrepareSR), ("prepare_classsr", P.PrepareClassSR), ("prepare_test", P.PrepareTest),
                 ("pretrain_teacher", P.PretrainTeacher), ("classify_patches", P.ClassifyPatches),
                 ("train_branch", P.TrainBranch), ("finetune_classsr", P.FinetuneClassSR), ("ghost", P.Ghost),
-                ("distill_csd", P.DistillCSD), ("train_student_l1", P.TrainStudentL1), ("distill_pcl", P.DistillPCL)]
+                ("distill_csd", P.DistillCSD), ("train_student_l1", P.TrainStudentL1), ("distill_pcl", P.DistillPCL),
+                ("compose_classsr", P.ComposeClassSR), ("train_rfdn", P.TrainRFDN)]
     for section, cls in sections:
         load_section(section, cls, params_file)
     import yaml
@@ -86,5 +101,6 @@ def test_paper_profile_has_the_same_sections_and_is_well_typed(repo, tmp_path):
                          ("pretrain_teacher", P.PretrainTeacher), ("classify_patches", P.ClassifyPatches),
                          ("train_branch", P.TrainBranch), ("finetune_classsr", P.FinetuneClassSR), ("ghost", P.Ghost),
                          ("distill_csd", P.DistillCSD), ("train_student_l1", P.TrainStudentL1),
-                         ("distill_pcl", P.DistillPCL), ("evaluate", P.Evaluate)]:
+                         ("distill_pcl", P.DistillPCL), ("evaluate", P.Evaluate),
+                         ("compose_classsr", P.ComposeClassSR), ("train_rfdn", P.TrainRFDN)]:
         load_section(section, cls, p)

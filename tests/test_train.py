@@ -21,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_TRACKING", "0")
+    monkeypatch.chdir(tmp_path)  # the loop writes its training curve under plots/train/
     return make_tiny_project(tmp_path)
 
 
@@ -56,6 +57,14 @@ def test_killed_run_resumes_bit_identical(tiny):
     resumed = run_training(tiny, ckpt="b").model.state_dict()
     for k, v in uninterrupted.items():
         assert torch.equal(v, resumed[k]), k
+    # the training curve (a DVC plot) has each logged step once, in order, through the end
+    import csv
+
+    with open(tiny / "plots/train/test.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 6 and steps == [2, 4, 6]
+    assert all(float(r["l1"]) > 0 and float(r["lr"]) > 0 for r in rows)
 
 
 def test_changed_params_start_fresh_not_resume(tiny, capsys):
@@ -63,6 +72,23 @@ def test_changed_params_start_fresh_not_resume(tiny, capsys):
     text = (tiny / "params.yaml").read_text().replace("lr: 0.001", "lr: 0.002")
     (tiny / "params.yaml").write_text(text)
     run_training(tiny, ckpt="c")
+    assert "starting fresh" in capsys.readouterr().out
+
+
+def test_other_starting_weights_start_fresh_not_resume(tiny, capsys):
+    """Same params and data, but the model starts from other weights (a retrained upstream teacher)."""
+    run_training(tiny, ckpt="w")
+    capsys.readouterr()
+    run_training(tiny, ckpt="w")
+    assert "resuming" in capsys.readouterr().out
+    torch.manual_seed(123)  # run_training seeds from the params; start from other weights instead
+    cfg = load_section("pretrain_teacher", PretrainTeacher, tiny / "params.yaml")
+    model = models.build("msrresnet", 4, nf=8, nb=1)
+    with torch.no_grad():
+        model.conv_first.weight.add_(0.01)
+    shards = PairShards(tiny / "data/sr", 4)
+    data = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
+    train(model, cfg.train, data, stage="test", params=cfg, ckpt_dir=tiny / "w", data_info=shards.info)
     assert "starting fresh" in capsys.readouterr().out
 
 
@@ -91,6 +117,8 @@ def test_cosine_restart_schedule():
     assert f(15) == pytest.approx(0.25)
     g = lr_factor(Schedule(kind="multistep", milestones=[4, 8], gamma=0.5), 20, 1.0)
     assert [g(3), g(4), g(9)] == [1.0, 0.5, 0.25]
+    w = lr_factor(Schedule(kind="constant", warmup_steps=4), 20, 1.0)
+    assert [w(0), w(1), w(3), w(10)] == [0.25, 0.5, 1.0, 1.0]
 
 
 def _stage(root, env_extra=None, args=("pretrain_teacher", "stages.pretrain_teacher")):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from multiprocessing import get_context
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 
 def _single_thread():

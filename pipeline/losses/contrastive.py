@@ -11,7 +11,6 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -77,8 +76,11 @@ def vgg19_embedding(path: str, param_name: str) -> FeatureStages:
     return FeatureStages([features[a:b] for a, b in VGG19_SLICES], input_scale=255.0)
 
 
-def teacher_embedding(teacher: nn.Module, num_stages: int = 4) -> FeatureStages:
-    """The frozen teacher's feature extractor (head + residual body) split into ``num_stages``."""
+def teacher_embedding(teacher: nn.Module, num_stages: int = 3) -> FeatureStages:
+    """The frozen teacher's head and its first ``num_stages - 1`` residual blocks, one stage each.
+
+    Shallow on purpose, like VGG's early relu layers: the embedding runs at HR resolution on the
+    student, teacher and every negative, so each extra block costs a full HR-sized forward pass."""
     t = copy.deepcopy(teacher)
     if hasattr(t, "conv_first"):  # MSRResNet
         head = nn.Sequential(t.conv_first, nn.LeakyReLU(0.1))
@@ -86,12 +88,11 @@ def teacher_embedding(teacher: nn.Module, num_stages: int = 4) -> FeatureStages:
         head = nn.Sequential(t.sub_mean, t.head)
     else:
         raise ValueError(f"teacher embedding: no feature extractor known for {type(t).__name__}; use vgg19")
-    blocks = list(t.body.children())
-    if blocks and isinstance(blocks[-1], nn.Conv2d):
-        blocks = blocks[:-1]
-    per = max(1, len(blocks) // (num_stages - 1))
-    stages = [head] + [nn.Sequential(*blocks[i:i + per]) for i in range(0, len(blocks), per)][:num_stages - 1]
-    return FeatureStages(stages)
+    blocks = [b for b in t.body.children() if not isinstance(b, nn.Conv2d)]
+    if len(blocks) < num_stages - 1:
+        raise ValueError(f"teacher embedding: {num_stages} stages need {num_stages - 1} residual blocks, "
+                         f"the teacher has {len(blocks)}")
+    return FeatureStages([head] + blocks[:num_stages - 1])
 
 
 class ContrastiveLoss(nn.Module):

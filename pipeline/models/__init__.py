@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from pipeline.models.carn import CARNM
@@ -23,10 +22,13 @@ from pipeline.models.rfdn import RFDN
 ARCHS = {"fsrcnn": FSRCNN, "msrresnet": MSRResNet, "carn_m": CARNM, "rcan": RCAN, "edsr": EDSR, "rfdn": RFDN}
 
 
-def _classsr(scale: int, branch_arch: str, branches: list[dict]) -> nn.Module:
+def _classsr(scale: int, branch_arch: str, branches: list[dict], branch_archs: list[str] | None = None) -> nn.Module:
+    """ClassSR over ``branches`` (constructor kwargs, cheapest first) of ``branch_arch``; ``branch_archs``
+    names each branch's architecture when they differ (e.g. a composed Ghost hard branch)."""
     from pipeline.models.classsr import ClassSR
 
-    return ClassSR([ARCHS[branch_arch](scale=scale, **kw) for kw in branches])
+    archs = branch_archs or [branch_arch] * len(branches)
+    return ClassSR([build(arch, scale, **kw) for arch, kw in zip(archs, branches)])
 
 
 def _ghost(scale: int, source: dict, ratio: float, plan: dict, shifts: dict, d: int = 1, mode: str = "gumbel",

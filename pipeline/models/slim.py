@@ -12,6 +12,7 @@ floor(C*w) channels. Concatenation-fusion convs are sliced naively, as the offic
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -58,15 +59,8 @@ def slim(model: nn.Module, width: float) -> nn.Module:
         raise ValueError(f"slim: no width argument known for '{cfg['arch']}'")
     key = WIDTH_KWARG[cfg["arch"]]
     kwargs = dict(cfg["kwargs"])
-    full = kwargs.get(key, getattr(models.ARCHS[cfg["arch"]].__init__, "__defaults__", None) and
-                      _default(models.ARCHS[cfg["arch"]], key))
+    full = kwargs.get(key, inspect.signature(models.ARCHS[cfg["arch"]]).parameters[key].default)
     kwargs[key] = math.floor(full * width + 1e-9)
     student = models.build(cfg["arch"], cfg["scale"], **kwargs)
     student.load_state_dict({k: v.detach().clone() for k, v in sliced_state(model, width).items()})
     return student
-
-
-def _default(cls, key):
-    import inspect
-
-    return inspect.signature(cls.__init__).parameters[key].default
