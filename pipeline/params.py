@@ -293,6 +293,11 @@ class TrainRFDN(PretrainTeacher):
     """The hand-designed lightweight baseline (E-RFDN: ``attention: esa``), trained like the teacher."""
     model: ModelSpec = field(default_factory=lambda: ModelSpec("rfdn", {"nf": 50, "num_blocks": 4, "attention": "esa"}))
 
+    def validate(self, p):
+        # ESA's stride-2 conv and 7x7/3 max-pool need an LR input of at least 15 px
+        if self.model.arch == "rfdn" and self.model.kwargs.get("attention", "cca") == "esa":
+            check(self.train.lr_patch >= 15, f"{p}.train.lr_patch", "E-RFDN's ESA needs LR patches of at least 15 px")
+
 
 # ---- ClassSR --------------------------------------------------------------------------------------
 
@@ -344,14 +349,28 @@ class TrainBranch:
 @dataclass
 class FinetuneClassSR:
     loss_weights: list[float] = field(default_factory=lambda: [1000.0, 0.5, 3.0])  # L1, class, average
+    # Routing loss (not in ClassSR; 0 = the paper): cross-entropy toward the cheapest branch whose
+    # patch PSNR is within routing_tolerance_db of the best branch's, a direct signal for a classifier
+    # that only gets a few hundred steps instead of ClassSR's 200k.
+    routing_weight: float = 0.0
+    routing_tolerance_db: float = 0.1
+    # The official Class-Module init scales Kaiming by 0.1 in all five CondNet convs: its logits start
+    # ~1e-5 apart and take far more than a few hundred steps to separate patches.
+    classifier_init_scale: float = 0.1
     patch: int = 32
     stride: int = 28
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.65, 0.5])
     infer_batch: int = 32  # patches per branch call at inference (CPU prefers small batches, GPUs large)
+    phases: list[str] = field(default_factory=lambda: ["classifier", "joint"])  # which run, in this order
     classifier: TrainConfig = field(default_factory=TrainConfig)  # phase 1: branches frozen
     joint: TrainConfig = field(default_factory=TrainConfig)  # phase 2: everything trains
 
     def validate(self, p):
+        check(self.classifier_init_scale > 0, f"{p}.classifier_init_scale", "must be > 0")
+        check(self.routing_weight >= 0 and self.routing_tolerance_db >= 0, f"{p}.routing_weight",
+              "routing_weight and routing_tolerance_db must be >= 0")
+        check(self.phases in (["classifier"], ["joint"], ["classifier", "joint"]), f"{p}.phases",
+              "allowed: [classifier], [joint], [classifier, joint]")
         check(len(self.loss_weights) == 3 and all(w >= 0 for w in self.loss_weights), f"{p}.loss_weights",
               "three non-negative weights: L1, class loss, average loss")
         check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")

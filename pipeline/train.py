@@ -226,8 +226,9 @@ class CurveLog:
 
 
 def curve_path(stage: str) -> Path:
-    """``plots/train/<stage>.csv`` with DVC-friendly names (train_branch@hard -> train_branch_hard)."""
-    return Path("plots/train") / (stage.replace("@", "_").replace(":", "_") + ".csv")
+    """``plots/train/<stage>.csv`` with DVC-friendly names (train_branch@hard -> train_branch_hard); the
+    phases of a stage go in its folder (finetune_classsr:joint -> finetune_classsr/joint.csv)."""
+    return Path("plots/train") / (stage.replace("@", "_").replace(":", "/") + ".csv")
 
 
 # ---- the loop -------------------------------------------------------------------------------------

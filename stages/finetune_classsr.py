@@ -1,8 +1,10 @@
 """Stage finetune_classsr: Class-Module + the three branches. Phase 1 trains the classifier with the
-branches frozen (ClassSR's released configs); phase 2 fine-tunes everything. Loss: w1 L1 + w2 class
-loss + w3 average loss on the probability-weighted sum of the branches. Evaluates patch-wise
-inference on the held-out photos at every FLOPs budget."""
+branches frozen (ClassSR's released configs); phase 2 fine-tunes everything (``phases`` picks which
+run). Loss: w1 L1 + w2 class loss + w3 average loss on the probability-weighted sum of the branches,
+plus an optional routing loss (not in ClassSR) toward the cheapest branch that is good enough for
+each patch. Evaluates patch-wise inference on the held-out photos at every FLOPs budget."""
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from pipeline import models
@@ -12,6 +14,7 @@ from pipeline.data.shards import PairShards
 from pipeline.evaluate import bicubic_upscale, evaluate_pairs, score, test_pairs
 from pipeline.metrics import count_params, tensor_to_uint8, uint8_to_tensor
 from pipeline.models.classsr import average_loss, class_loss
+from pipeline.models.common import scale_init
 from pipeline.params import CLASS_NAMES, FinetuneClassSR, load_section
 from pipeline.stage import run, write_json
 from pipeline.tiling import run_tiled
@@ -22,21 +25,39 @@ DATA, VAL, OUT, METRICS = "data/classsr", "data/test/sample", "models/classsr", 
 
 
 class ClassSRObjective(Objective):
-    def __init__(self, weights):
-        self.w = weights
+    def __init__(self, cfg: FinetuneClassSR):
+        self.w, self.routing, self.tolerance = cfg.loss_weights, cfg.routing_weight, cfg.routing_tolerance_db
 
     def loss(self, model, lr, hr, step):
-        sr, probs = model(lr, return_probs=True)
+        sr, probs, srs = model(lr, return_branches=True)
         l1, lc, la = F.l1_loss(sr, hr), class_loss(probs), average_loss(probs)
-        return self.w[0] * l1 + self.w[1] * lc + self.w[2] * la, {"l1": l1.detach(), "class_loss": lc.detach(),
-                                                                  "average_loss": la.detach()}
+        loss = self.w[0] * l1 + self.w[1] * lc + self.w[2] * la
+        logs = {"l1": l1.detach(), "class_loss": lc.detach(), "average_loss": la.detach()}
+        if self.routing > 0:
+            target = cheapest_adequate_branch(srs, hr, self.tolerance)
+            routing = F.nll_loss(torch.log(probs + 1e-8), target)
+            loss = loss + self.routing * routing
+            logs["routing_loss"] = routing.detach()
+        return loss, logs
 
 
-def assemble(scale: int) -> "models.nn.Module":
-    """A ClassSR model holding the three trained branches (simple, medium, hard)."""
+@torch.no_grad()
+def cheapest_adequate_branch(srs: list[torch.Tensor], hr: torch.Tensor, tolerance_db: float) -> torch.Tensor:
+    """Per patch, the first (cheapest) branch whose PSNR is within ``tolerance_db`` of the best one's."""
+    mse = torch.stack([(s.clamp(0, 1) - hr).pow(2).flatten(1).mean(1) for s in srs], 1).clamp_min(1e-10)
+    psnr = -10 * torch.log10(mse)
+    good = psnr >= psnr.max(1, keepdim=True).values - tolerance_db
+    return good.float().argmax(1)
+
+
+def assemble(scale: int, classifier_init_scale: float = 0.1, seed: int = 0) -> "models.nn.Module":
+    """A ClassSR model holding the three trained branches (simple, medium, hard) and a fresh, seeded
+    Class-Module."""
     folders = [f"models/branch_{n}" for n in CLASS_NAMES]
     configs = [models.read_config(f) for f in folders]
+    torch.manual_seed(seed)
     model = models.build("classsr", scale, branch_arch=configs[0]["arch"], branches=[c["kwargs"] for c in configs])
+    scale_init([model.classifier.CondNet], classifier_init_scale)
     for branch, folder in zip(model.branches, folders):
         branch.load_state_dict(models.load(folder).state_dict())
     return model
@@ -45,7 +66,7 @@ def assemble(scale: int) -> "models.nn.Module":
 def main():
     cfg = load_section("finetune_classsr", FinetuneClassSR)
     scale = models.read_config("models/branch_hard")["scale"]
-    model = assemble(scale)
+    model = assemble(scale, cfg.classifier_init_scale, cfg.classifier.seed)
     shards = PairShards(DATA, scale)
     pairs = test_pairs(VAL, scale)
     flops = branch_flops(model, cfg.patch)
@@ -77,15 +98,16 @@ def main():
         write_json(METRICS, metrics)
         results.update(metrics)
 
-    objective = ClassSRObjective(cfg.loss_weights)
-    phases = [("classifier", cfg.classifier, lambda m: list(m.classifier.parameters())),
-              ("joint", cfg.joint, lambda m: list(m.parameters()))]
+    objective = ClassSRObjective(cfg)
+    phases = {"classifier": (cfg.classifier, lambda m: list(m.classifier.parameters())),
+              "joint": (cfg.joint, lambda m: list(m.parameters()))}
     with stage_run("finetune_classsr", cfg) as tracker:  # one run; each phase is a nested run inside it
-        for phase, tcfg, trainable in phases:
+        for phase in cfg.phases:
+            tcfg, trainable = phases[phase]
             batches = PatchBatches(shards, tcfg.batch_size, cfg.patch, tcfg.seed)
             model = train(model, tcfg, batches, stage=f"finetune_classsr:{phase}", params=cfg, objective=objective,
                           ckpt_dir=f"checkpoints/finetune_classsr/{phase}", validate=validate, trainable=trainable,
-                          data_info=shards.info, finish=finish if phase == "joint" else None).model
+                          data_info=shards.info, finish=finish if phase == cfg.phases[-1] else None).model
         tracker.log_metrics({k: v for k, v in results.items() if isinstance(v, (int, float))})
         tracker.log_metrics({f"{k}/{m}": v for k, d in results.items() if k.startswith("budget_") for m, v in d.items()})
 

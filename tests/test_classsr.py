@@ -77,6 +77,20 @@ def test_images_smaller_than_a_patch_are_padded_and_cropped_back():
     assert sr.sr.shape == (3, 48, 120) and len(sr.classes) == 1
 
 
+def test_routing_target_is_the_cheapest_branch_within_tolerance():
+    from stages.finetune_classsr import cheapest_adequate_branch
+
+    hr = torch.full((3, 3, 8, 8), 0.5)
+    # per patch, branch outputs off by these amounts: PSNR = -20 log10(err)
+    errs = [[0.02, 0.011, 0.01], [0.0101, 0.0101, 0.01], [0.05, 0.0105, 0.01]]
+    srs = [torch.stack([hr[i] + errs[i][b] for i in range(3)]) for b in range(3)]
+    assert cheapest_adequate_branch(srs, hr, 0.1).tolist() == [2, 0, 2]  # 0.0105 is 0.42 dB worse
+    assert cheapest_adequate_branch(srs, hr, 1.0).tolist() == [1, 0, 1]
+    model = tiny_classsr()
+    sr, probs, branch_srs = model(torch.rand(2, 3, 8, 8), return_branches=True)
+    assert torch.allclose(sr, sum(probs[:, i, None, None, None] * s for i, s in enumerate(branch_srs)))
+
+
 def tiny_classsr():
     torch.manual_seed(0)
     return models.build("classsr", 4, branch_arch="fsrcnn", branches=[{"d": 4}, {"d": 6}, {"d": 8}]).eval()

@@ -56,6 +56,22 @@ def test_hard_branch_finetune_overrides(tmp_path):
         load_section("train_branch", TrainBranch, p)
 
 
+def test_erfdn_patch_too_small_for_esa(tmp_path):
+    from pipeline.params import TrainRFDN
+
+    p = write(tmp_path, "train_rfdn", {"train": {"lr_patch": 12}})
+    with pytest.raises(ParamError, match="'train_rfdn.train.lr_patch'.*ESA"):
+        load_section("train_rfdn", TrainRFDN, p)
+
+
+def test_classsr_phases_are_checked(tmp_path):
+    from pipeline.params import FinetuneClassSR
+
+    p = write(tmp_path, "finetune_classsr", {"phases": ["joint", "classifier"]})
+    with pytest.raises(ParamError, match="'finetune_classsr.phases'.*allowed"):
+        load_section("finetune_classsr", FinetuneClassSR, p)
+
+
 def test_repo_params_file_is_valid(repo, tmp_path, monkeypatch):
     import pipeline.params as P
 

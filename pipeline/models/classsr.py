@@ -33,9 +33,14 @@ class ClassSR(nn.Module):
         self.classifier = Classifier(len(branches))
         self.branches = nn.ModuleList(branches)
 
-    def forward(self, x, return_probs: bool = False):
+    def forward(self, x, return_probs: bool = False, return_branches: bool = False):
+        """Training form: the probability-weighted sum of every branch's output; optionally also the
+        probabilities, and each branch's own output."""
         probs = torch.softmax(self.classifier(x), dim=1)
-        sr = sum(probs[:, i, None, None, None] * branch(x) for i, branch in enumerate(self.branches))
+        srs = [branch(x) for branch in self.branches]
+        sr = sum(probs[:, i, None, None, None] * s for i, s in enumerate(srs))
+        if return_branches:
+            return sr, probs, srs
         return (sr, probs) if return_probs else sr
 
 
