@@ -144,3 +144,29 @@ def test_upscale_command_runs_classsr_and_plain_models(tmp_path):
     with pytest.raises(SystemExit, match="cannot read image"):
         (tmp_path / "bad.png").write_bytes(b"x")
         main([str(tmp_path / "plain"), str(tmp_path / "bad.png"), str(tmp_path / "c.png")])
+
+
+def test_classsr_with_a_ghost_branch_saves_and_reloads(tmp_path):
+    """The composition stage's model: a ClassSR whose hard branch is a finalized Ghost model."""
+    import copy
+
+    from pipeline.ghost import convert, exported_config, finalize
+    from stages.compose_classsr import with_branch
+
+    torch.manual_seed(0)
+    model = models.build("classsr", 4, branch_arch="msrresnet", branches=[{"nf": 4, "nb": 1}, {"nf": 6, "nb": 1},
+                                                                          {"nf": 8, "nb": 1}]).eval()
+    hard = model.branches[2]
+    ghost = convert(copy.deepcopy(hard), 0.5)
+    config = exported_config(ghost, hard.config, 0.5, 1, "gumbel", False)
+    ghost = finalize(ghost).eval()
+    ghost.config = config
+    composed = with_branch(model, 2, ghost)
+    assert composed.config["kwargs"]["branch_archs"] == ["msrresnet", "msrresnet", "ghost"]
+    models.save(composed, tmp_path / "composed")
+    reloaded = models.load(tmp_path / "composed").eval()
+    lr = torch.rand(3, 40, 50)
+    a, b = classsr_upscale(composed, lr, 4), classsr_upscale(reloaded, lr, 4)
+    assert torch.allclose(a.sr, b.sr, atol=1e-6) and (a.classes == b.classes).all()
+    assert branch_flops(reloaded)[2] < branch_flops(model)[2]  # the Ghost branch is cheaper
+    assert model.branches[2] is hard  # the source ClassSR is left as it was
