@@ -147,18 +147,23 @@ def count_macs(model: torch.nn.Module, lr_shape=(1, 3, 32, 32)) -> int:
     return counter.get_total_flops() // 2 + sum(correction)
 
 
-def latency(model: torch.nn.Module, lr_shape=(1, 3, 64, 64), warmup: int = 2, repeats: int = 5) -> float:
-    """Median seconds per forward pass (CUDA-synchronised on GPU)."""
-    param = next(model.parameters())
-    x = torch.rand(lr_shape, dtype=param.dtype, device=param.device)
-    sync = torch.cuda.synchronize if param.is_cuda else (lambda: None)
+def wall_time(fn, warmup: int = 2, repeats: int = 5, cuda: bool = False) -> float:
+    """Median seconds of ``fn()`` after ``warmup`` untimed calls (CUDA-synchronised when ``cuda``)."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     times = []
     with torch.no_grad():
         for i in range(warmup + repeats):
             sync()
             t0 = time.perf_counter()
-            model(x)
+            fn()
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def latency(model: torch.nn.Module, lr_shape=(1, 3, 64, 64), warmup: int = 2, repeats: int = 5) -> float:
+    """Median seconds per forward pass on a random LR input of ``lr_shape``."""
+    param = next(model.parameters())
+    x = torch.rand(lr_shape, dtype=param.dtype, device=param.device)
+    return wall_time(lambda: model(x), warmup, repeats, param.is_cuda)

@@ -234,7 +234,7 @@ class Schedule:
     periods: list[int] = field(default_factory=list)  # cosine_restart: period lengths ([] = one period)
     restart_weights: list[float] = field(default_factory=list)
     eta_min: float = 1e-7
-    warmup_steps: int = 0  # linear ramp from 0 to the base lr (BasicSR's warmup_iter); -1/0 = none
+    warmup_steps: int = 0  # linear ramp up to the base lr over these steps (BasicSR's warmup_iter); 0 = none
 
     def validate(self, p):
         check(self.warmup_steps >= 0, f"{p}.warmup_steps", "must be >= 0")

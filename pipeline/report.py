@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.evaluate import bicubic_upscale, evaluate_pairs, super_resolve, test_pairs
-from pipeline.metrics import count_macs, count_params, latency
+from pipeline.metrics import count_macs, count_params, latency, wall_time
 
 
 @dataclass
@@ -44,11 +44,7 @@ def classsr_variant(name: str, model, scale: int, budget: float, patch: int, str
         return sr
 
     lr = (torch.rand(1, 3, 128, 128) * 255).byte()[0].permute(1, 2, 0).numpy()
-    import time
-
-    t0 = time.perf_counter()
-    upscale(lr)
-    lat = time.perf_counter() - t0
+    lat = wall_time(lambda: upscale(lr), warmup=1, repeats=3)
     v = Variant(name, upscale, count_params(model), 0.0, lat)
     v.flops_log = used
     return v

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 import hashlib
 import json
 import math
@@ -206,8 +207,6 @@ class CurveLog:
         self.path, self.fields = path, None
         rows = []
         if resume_step > 0 and path.is_file():
-            import csv
-
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +215,6 @@ class CurveLog:
             self.append(r)
 
     def append(self, row: dict):
-        import csv
-
         with self.path.open("a", newline="") as f:
             if self.fields is None:
                 self.fields = ["step"] + sorted(k for k in row if k != "step")

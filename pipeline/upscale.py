@@ -19,15 +19,15 @@ from pipeline.metrics import tensor_to_uint8, uint8_to_tensor
 def upscale(model, img, tile: int = 0, overlap: int = 8, budget: float = 1.0, patch: int = 32, stride: int = 28,
             batch: int = 32):
     """uint8 HWC in, uint8 HWC out. ClassSR runs patch-wise; other models whole-image or tiled."""
-    from pipeline.classsr import classsr_upscale
+    from pipeline.classsr import upscale_uint8
     from pipeline.tiling import run_tiled
 
+    scale = model.config["scale"]
+    if model.config["arch"] == "classsr":
+        return upscale_uint8(model, img, scale, patch, stride, budget, batch)[0]
     device = next(model.parameters()).device
     lr = uint8_to_tensor(img)[0].to(device)
-    scale = model.config["scale"]
     with torch.no_grad():
-        if model.config["arch"] == "classsr":
-            return tensor_to_uint8(classsr_upscale(model, lr, scale, patch, stride, True, budget, batch).sr)
         if tile:
             return tensor_to_uint8(run_tiled(lambda x: model(x), lr, scale, tile, tile - overlap, batch=batch))
         return tensor_to_uint8(model(lr[None])[0])

@@ -3,7 +3,6 @@ ClassSR -- a composition none of the published code does. The branch is converte
 filters), fine-tuned on its own class's patches with annealed Gumbel shifts, exported with fixed
 slicing shifts, and put back; the composed ClassSR is scored against the original at every budget."""
 import copy
-import time
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from pipeline.classsr import branch_flops, budget_metrics, upscale_uint8
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.evaluate import test_pairs, validator
-from pipeline.metrics import count_params
+from pipeline.metrics import count_params, wall_time
 from pipeline.params import CLASS_NAMES, ComposeClassSR, load_section
 from pipeline.recipes import ghost_fine_tune
 from pipeline.stage import run, write_json
@@ -33,13 +32,9 @@ def with_branch(classsr, index: int, branch):
 
 
 def inference_time(model, lr, scale, cfg) -> float:
-    """Best of three wall-clock ClassSR inferences of one image on the CPU."""
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        upscale_uint8(model, lr, scale, cfg.patch, cfg.stride, batch=cfg.infer_batch)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Median CPU wall time of one ClassSR inference of the image ``lr``."""
+    return wall_time(lambda: upscale_uint8(model, lr, scale, cfg.patch, cfg.stride, batch=cfg.infer_batch),
+                     warmup=1, repeats=3)
 
 
 def main():
