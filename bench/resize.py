@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import best_of  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
-from pipeline import imresize  # noqa: E402
+from pipeline.resize import imresize  # noqa: E402
 
 
 def main():

@@ -1,13 +1,6 @@
 """Efficient single-image super-resolution pipeline (ClassSR, GhostSR, CSD, PCL, RFDN) on DVC,
-Accelerate and MLflow. Submodules import lazily: ``import pipeline`` stays cheap and cannot fail
-because an optional dependency of one part is broken."""
+Accelerate and MLflow.
 
-__all__ = ["imresize"]
-
-
-def __getattr__(name):
-    if name == "imresize":
-        from pipeline.resize import imresize
-
-        return imresize
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+Deliberately import-free: every module a stage imports is a DVC dependency of that stage (and part of
+its resume fingerprint, see :mod:`pipeline.imports`), so this file must not pull any module in.
+"""

@@ -1,7 +1,12 @@
-"""Launch a training stage with the process count and precision from its params section.
+"""Launch a stage with the process count and precision from its typed params section.
 
     python -m pipeline.launch pretrain_teacher stages.pretrain_teacher
     python -m pipeline.launch train_branch stages.train_branch simple   # extra args go to the stage
+
+A section says what it launches: one run with ``train.num_processes`` / ``train.mixed_precision``
+(``num_processes`` for sections without a ``train`` block, e.g. ``classify_patches``), or its own
+list (``launches(args)``): ``finetune_classsr`` launches each of its ``phases`` in turn, each with that
+phase's settings. Each launch:
 
 - 1 process: runs the stage module in this process.
 - N processes with CUDA: ``accelerate launch`` with ``--num_processes N`` and the repo's
@@ -17,19 +22,24 @@ import runpy
 import subprocess
 import sys
 
-import yaml
-
-from pipeline.params import params_path
+from pipeline.params import ParamError, load_section
 
 
-def launch_command(section: str, module: str, args=()) -> tuple[list[str], dict]:
-    raw = (yaml.safe_load(params_path().read_text()) or {}).get(section) or {}
-    train = raw.get("train") or {}
-    n = int(train.get("num_processes", raw.get("num_processes", 1)))
-    precision = str(train.get("mixed_precision", "no"))
-    env = dict(os.environ)
+def launches(section: str, args: list[str]) -> list[tuple[list[str], int, str]]:
+    """(stage args, process count, mixed precision) of each launch the stage's section asks for."""
+    cfg = load_section(section)
+    if hasattr(cfg, "launches"):
+        plan = cfg.launches(list(args))
+    else:
+        plan = [(list(args), getattr(cfg, "train", cfg))]
+    return [(a, int(getattr(c, "num_processes", 1)), str(getattr(c, "mixed_precision", "no"))) for a, c in plan]
+
+
+def launch_command(module: str, args: list[str], n: int, precision: str) -> tuple[list[str], dict]:
+    """The command and environment of one launch; an empty command means: run in this process."""
     import torch
 
+    env = dict(os.environ)
     if n <= 1:
         return [], env
     if torch.cuda.is_available():
@@ -37,18 +47,27 @@ def launch_command(section: str, module: str, args=()) -> tuple[list[str], dict]
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(n),
                 "--mixed_precision", precision, "-m", module, *args], env
     env["ACCELERATE_USE_CPU"] = "1"
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", module, *args], env
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", module,
+            *args], env
 
 
 def main(argv=None):
     section, module, *args = argv or sys.argv[1:]
-    cmd, env = launch_command(section, module, args)
-    if not cmd:
-        sys.argv = [module, *args]
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-        return
-    print("launch:", " ".join(cmd), flush=True)
-    sys.exit(subprocess.call(cmd, env=env))
+    try:
+        plan = launches(section, args)
+    except ParamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for stage_args, n, precision in plan:
+        cmd, env = launch_command(module, stage_args, n, precision)
+        if not cmd:
+            sys.argv = [module, *stage_args]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            continue
+        print("launch:", " ".join(cmd), flush=True)
+        code = subprocess.call(cmd, env=env)
+        if code:
+            sys.exit(code)
 
 
 if __name__ == "__main__":

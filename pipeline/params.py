@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-
 
 class ParamError(ValueError):
     """A params.yaml value is missing, unknown, of the wrong type or impossible."""
@@ -102,14 +100,26 @@ def params_path() -> Path:
     return Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
 
 
-def load_section(section: str, cls, path: Optional[Path] = None):
+def read_params(path: Optional[Path] = None) -> dict:
+    """The whole params file, read as DVC reads and writes it: YAML 1.2 (ruamel.yaml, safe mode).
+
+    ``dvc exp run -S`` rewrites params.yaml with a YAML 1.2 writer, which drops the quotes of
+    ``mixed_precision: "no"``; YAML 1.1 (PyYAML) would then read ``no`` as False (and ``1e-3`` as a
+    string). One dialect for hand edits, ``-S`` and ``dvc exp apply`` alike."""
+    from ruamel.yaml import YAML
+
     path = Path(path) if path is not None else params_path()
     if not path.is_file():
         raise ParamError(f"{path}: params file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    return YAML(typ="safe", pure=True).load(path.read_text()) or {}
+
+
+def load_section(section: str, cls=None, path: Optional[Path] = None):
+    """The typed, validated section ``section`` (its class from :data:`SECTIONS` unless given)."""
+    raw = read_params(path)
     if section not in raw:
-        raise ParamError(f"{path}: section '{section}' is missing")
-    return from_dict(cls, raw[section], section)
+        raise ParamError(f"{path or params_path()}: section '{section}' is missing")
+    return from_dict(cls or SECTIONS[section], raw[section], section)
 
 
 def as_flat_dict(obj, prefix: str = "") -> dict:
@@ -213,6 +223,11 @@ class PrepareTest:
 
 # ---- training -------------------------------------------------------------------------------------
 
+# The names of pipeline.models.ARCHS (a test keeps them equal): params must not import the models, or
+# every stage, data preparation included, would depend on every architecture file.
+ARCH_NAMES = ("fsrcnn", "msrresnet", "carn_m", "rcan", "edsr", "rfdn")
+
+
 @dataclass
 class ModelSpec:
     arch: str = "msrresnet"
@@ -220,9 +235,7 @@ class ModelSpec:
     scale: int = 4
 
     def validate(self, p):
-        from pipeline.models import ARCHS  # lazy: params must not pull torch models in at import
-
-        check(self.arch in ARCHS, f"{p}.arch", f"'{self.arch}' unknown; allowed: {', '.join(sorted(ARCHS))}")
+        check(self.arch in ARCH_NAMES, f"{p}.arch", f"'{self.arch}' unknown; allowed: {', '.join(sorted(ARCH_NAMES))}")
         check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
 
 
@@ -335,6 +348,10 @@ class TrainBranch:
             return replace(self.train, **self.hard_finetune)
         return self.train
 
+    def launches(self, args: list[str]) -> list[tuple[list[str], TrainConfig]]:
+        """One launch of ``train_branch <class>``, with that branch's own process count and precision."""
+        return [(args, self.train_config(args[0]) if args and args[0] in CLASS_NAMES else self.train)]
+
     def validate(self, p):
         ModelSpec(self.arch, {}, self.scale).validate(p)
         scalars = {f.name for f in fields(TrainConfig) if f.name != "schedule"}
@@ -364,6 +381,10 @@ class FinetuneClassSR:
     phases: list[str] = field(default_factory=lambda: ["classifier", "joint"])  # which run, in this order
     classifier: TrainConfig = field(default_factory=TrainConfig)  # phase 1: branches frozen
     joint: TrainConfig = field(default_factory=TrainConfig)  # phase 2: everything trains
+
+    def launches(self, args: list[str]) -> list[tuple[list[str], TrainConfig]]:
+        """One launch per phase, in order, each with its own ``num_processes`` and ``mixed_precision``."""
+        return [([*args, phase], getattr(self, phase)) for phase in self.phases]
 
     def validate(self, p):
         check(self.classifier_init_scale > 0, f"{p}.classifier_init_scale", "must be > 0")
@@ -504,3 +525,11 @@ class Evaluate:
         check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
         check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
         check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
+
+
+SECTIONS = {
+    "prepare_sr": PrepareSR, "prepare_classsr": PrepareClassSR, "prepare_test": PrepareTest,
+    "pretrain_teacher": PretrainTeacher, "classify_patches": ClassifyPatches, "train_branch": TrainBranch,
+    "finetune_classsr": FinetuneClassSR, "ghost": Ghost, "compose_classsr": ComposeClassSR, "distill_csd": DistillCSD,
+    "train_student_l1": TrainStudentL1, "distill_pcl": DistillPCL, "train_rfdn": TrainRFDN, "evaluate": Evaluate,
+}  # params section -> its type (the section of a DVC stage has the stage's name)

@@ -6,9 +6,10 @@ papers' schedules, gradient accumulation and clipping, mixed precision, EMA, val
 with automatic resume, the NaN guard, progress and tracking.
 
 Resume state lives in ``ckpt_dir/latest`` (written atomically with ``save_state``) next to a
-fingerprint of the stage's params, its training data, the library code and the model's starting
-weights: a rerun resumes only when the fingerprint matches, otherwise it starts fresh (a stale
-checkpoint is never continued under new params or from a retrained upstream model).
+fingerprint of the stage's params, its training data, the model's starting weights and the code of
+every project file the stage imports: a rerun resumes only when the fingerprint matches, otherwise it
+starts fresh and says what changed (a stale checkpoint is never continued under new params or code, or
+from a retrained upstream model). The training curve is saved with it.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.loader import PatchBatches, make_loader
+from pipeline.imports import code_digest, entry_module
 from pipeline.params import Schedule, TrainConfig, as_flat_dict
 from pipeline.tracking import stage_run
 
@@ -152,14 +154,6 @@ class TrainState:
 # ---- checkpoints ----------------------------------------------------------------------------------
 
 
-def code_version() -> str:
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def weights_hash(model: nn.Module) -> str:
     """Hash of a model's starting weights: a checkpoint trained from other initial weights (e.g. an
     upstream teacher that was retrained under the same downstream params) must not be resumed."""
@@ -170,13 +164,39 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def fingerprint(params, data_info: dict, init: str = "") -> str:
-    blob = json.dumps({"params": as_flat_dict(params), "data": data_info, "code": code_version(), "init": init},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_checkpoint(accelerator, ckpt_dir: Path, fp: str):
+def fingerprint(params, data_info: dict, init: str = "") -> dict:
+    """What a checkpoint was trained from: the stage's params, its training data, its starting weights,
+    and the code of every project file the stage's entry module imports (:mod:`pipeline.imports`)."""
+    return {"params": _digest(as_flat_dict(params)), "data": _digest(data_info), "init": init,
+            "code": code_digest(entry_module())}
+
+
+FINGERPRINT = "fingerprint.json"
+
+
+def _saved_fingerprint(ckpt_dir: Path) -> dict | None:
+    f = ckpt_dir / "latest" / FINGERPRINT
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def why_not_resumable(saved: dict | None, fp: dict) -> str:
+    """'' when a checkpoint with fingerprint ``saved`` continues this training, else the reason."""
+    if saved is None:
+        return "it has no fingerprint (an older pipeline version wrote it)"
+    labels = {"params": "the stage's params", "data": "the training data", "init": "the starting weights"}
+    changed = [label for key, label in labels.items() if saved.get(key) != fp[key]]
+    old, new = saved.get("code", {}), fp["code"]
+    files = sorted(f for f in set(old) | set(new) if old.get(f) != new.get(f))
+    if files:
+        changed.append("the code of " + ", ".join(files))
+    return ("changed since it was written: " + "; ".join(changed)) if changed else ""
+
+
+def _save_checkpoint(accelerator, ckpt_dir: Path, fp: dict, curve: "CurveLog | None"):
     tmp, latest = ckpt_dir / "latest.tmp", ckpt_dir / "latest"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -184,7 +204,8 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, fp: str):
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "fingerprint.txt").write_text(fp)
+        (tmp / FINGERPRINT).write_text(json.dumps(fp, indent=1, sort_keys=True))
+        curve.save(tmp / CurveLog.NAME)  # the curve so far, so a resumed or forced rerun plots it whole
         old = ckpt_dir / "latest.old"
         shutil.rmtree(old, ignore_errors=True)
         if latest.exists():
@@ -194,32 +215,45 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, fp: str):
     accelerator.wait_for_everyone()
 
 
-def _resumable(ckpt_dir: Path, fp: str) -> bool:
-    f = ckpt_dir / "latest" / "fingerprint.txt"
-    return f.is_file() and f.read_text() == fp
-
-
 class CurveLog:
-    """The training curve of a stage as a CSV (a DVC plot): one row per ``log_every`` steps. A resumed
-    run keeps the rows up to its checkpoint and drops the ones logged after it."""
+    """The training curve of a stage as a CSV (a DVC plot): one row per ``log_every`` steps.
 
-    def __init__(self, path: Path, resume_step: int):
-        self.path, self.fields = path, None
-        rows = []
-        if resume_step > 0 and path.is_file():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+    Its rows also go into every checkpoint: DVC deletes the plot file before it reruns a stage, so a
+    resumed run (after a kill, or ``dvc repro -f`` on a finished checkpoint) starts from the rows saved
+    with the checkpoint, and the plot ends up with every logged step once."""
+
+    NAME = "curve.csv"
+
+    def __init__(self, path: Path, rows: list[dict] | None = None):
+        self.path, self.rows = path, list(rows or [])
+        self.save(path)
+
+    @staticmethod
+    def saved_rows(checkpoint: Path, step: int) -> list[dict]:
+        f = checkpoint / CurveLog.NAME
+        if not f.is_file():
+            return []
+        with f.open() as fh:
+            return [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+
+    def fields(self) -> list[str]:
+        return ["step"] + sorted(k for k in self.rows[0] if k != "step") if self.rows else []
+
+    def save(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("")
-        for r in rows:
-            self.append(r)
+        with path.open("w", newline="") as f:
+            if self.rows:
+                w = csv.DictWriter(f, self.fields(), extrasaction="ignore")
+                w.writeheader()
+                w.writerows(self.rows)
 
     def append(self, row: dict):
+        self.rows.append(row)
+        if len(self.rows) == 1:
+            self.save(self.path)
+            return
         with self.path.open("a", newline="") as f:
-            if self.fields is None:
-                self.fields = ["step"] + sorted(k for k in row if k != "step")
-                csv.DictWriter(f, self.fields).writeheader()
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+            csv.DictWriter(f, self.fields(), extrasaction="ignore").writerow(row)
 
 
 def curve_path(stage: str) -> Path:
@@ -282,18 +316,22 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
     for obj in [schedule, state] + ([ema] if ema else []):
         accelerator.register_for_checkpointing(obj)
 
-    if _resumable(ckpt_dir, fp):
-        accelerator.load_state(str(ckpt_dir / "latest"))
-        accelerator.print(f"[{stage}] resuming from {ckpt_dir / 'latest'} at step {state.step}")
-    elif (ckpt_dir / "latest").exists():
-        accelerator.print(f"[{stage}] checkpoint in {ckpt_dir} is from other params/data/code: starting fresh")
+    latest = ckpt_dir / "latest"
+    why = why_not_resumable(_saved_fingerprint(ckpt_dir), fp) if latest.exists() else "no checkpoint"
+    if not why:
+        accelerator.load_state(str(latest))
+        accelerator.print(f"[{stage}] resuming from {latest} at step {state.step}")
+    elif latest.exists():
+        accelerator.print(f"[{stage}] starting fresh at step 0: the checkpoint in {latest} cannot be resumed ({why})")
 
     data.rank = accelerator.process_index
     accum = cfg.grad_accum
     loader = make_loader(data, state.step * accum, cfg.max_steps * accum, cfg.num_workers)
     deliverable = lambda: ema.model if ema else accelerator.unwrap_model(model)  # noqa: E731
     metrics: dict = {}
-    curve = CurveLog(curve_path(stage), state.step) if accelerator.is_main_process else None
+    curve = None
+    if accelerator.is_main_process:
+        curve = CurveLog(curve_path(stage), CurveLog.saved_rows(latest, state.step) if state.step else [])
 
     with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id) as tracker:
         state.run_id = tracker.run_id or state.run_id
@@ -354,7 +392,7 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
                     bar.write(f"[{stage}] step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                 accelerator.wait_for_everyone()
             if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps:
-                _save_checkpoint(accelerator, ckpt_dir, fp)
+                _save_checkpoint(accelerator, ckpt_dir, fp, curve)
             t_data = time.perf_counter()
         bar.close()
         if state.step < cfg.max_steps:

@@ -15,6 +15,15 @@ DATA, TEACHER, OUT = "data/classsr", "models/teacher", "data/classes"
 METRICS, PLOT = "metrics/classify_patches.json", "plots/classify_psnr_hist.csv"
 
 
+def rank_indices(n: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s contiguous share of ``range(n)``, padded with repeats of the last patch to
+    ceil(n / world), so every rank scores the same count and the gathered list, cut to ``n``, is in
+    patch order."""
+    per = -(-n // world)
+    own = list(range(rank * per, min((rank + 1) * per, n)))
+    return own + [n - 1] * (per - len(own))
+
+
 @torch.no_grad()
 def score_patches(model, shards, indices, batch_size, device) -> np.ndarray:
     from tqdm import tqdm
@@ -35,9 +44,10 @@ def main():
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     teacher = models.load(TEACHER, accelerator.device).eval()
     shards = PairShards(DATA, teacher.config["scale"])
-    with accelerator.split_between_processes(list(range(len(shards)))) as mine:
-        local = torch.from_numpy(score_patches(teacher, shards, mine, cfg.batch_size, accelerator.device))
-    psnrs = accelerator.gather_for_metrics(local.to(accelerator.device), use_gather_object=False).cpu().numpy()
+    mine = rank_indices(len(shards), accelerator.process_index, accelerator.num_processes)
+    local = torch.from_numpy(score_patches(teacher, shards, mine, cfg.batch_size, accelerator.device))
+    # every rank holds the same count (all_gather needs it); rank order = patch order; drop the padding
+    psnrs = accelerator.gather(local.to(accelerator.device)).cpu().numpy()[:len(shards)]
     if not accelerator.is_main_process:
         return
     low, high = cfg.thresholds or tertile_thresholds(psnrs)

@@ -1,8 +1,11 @@
 """Stage finetune_classsr: Class-Module + the three branches. Phase 1 trains the classifier with the
 branches frozen (ClassSR's released configs); phase 2 fine-tunes everything (``phases`` picks which
-run). Loss: w1 L1 + w2 class loss + w3 average loss on the probability-weighted sum of the branches,
+run). Each phase is one launch (``python -m stages.finetune_classsr <phase>``; ``pipeline.launch`` runs
+them in order, each with its own process count), the next phase starting from the model the last left. Loss: w1 L1 + w2 class loss + w3 average loss on the probability-weighted sum of the branches,
 plus an optional routing loss (not in ClassSR) toward the cheapest branch that is good enough for
 each patch. Evaluates patch-wise inference on the held-out photos at every FLOPs budget."""
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,10 +18,9 @@ from pipeline.evaluate import bicubic_upscale, evaluate_pairs, score, test_pairs
 from pipeline.metrics import count_params, tensor_to_uint8, uint8_to_tensor
 from pipeline.models.classsr import average_loss, class_loss
 from pipeline.models.common import scale_init
-from pipeline.params import CLASS_NAMES, FinetuneClassSR, load_section
+from pipeline.params import CLASS_NAMES, FinetuneClassSR, ParamError, load_section
 from pipeline.stage import run, write_json
 from pipeline.tiling import run_tiled
-from pipeline.tracking import stage_run
 from pipeline.train import Objective, train
 
 DATA, VAL, OUT, METRICS = "data/classsr", "data/test/sample", "models/classsr", "metrics/finetune_classsr.json"
@@ -63,10 +65,26 @@ def assemble(scale: int, classifier_init_scale: float = 0.1, seed: int = 0) -> "
     return model
 
 
+def phase_result(phase: str) -> str:
+    """Where a phase that is not the last leaves its model for the next phase (a separate launch)."""
+    return f"checkpoints/finetune_classsr/{phase}/result"
+
+
 def main():
     cfg = load_section("finetune_classsr", FinetuneClassSR)
-    scale = models.read_config("models/branch_hard")["scale"]
-    model = assemble(scale, cfg.classifier_init_scale, cfg.classifier.seed)
+    phase = sys.argv[1] if len(sys.argv) > 1 else ""
+    if phase not in cfg.phases:
+        raise ParamError(f"finetune_classsr: phase must be one of finetune_classsr.phases {cfg.phases}, got "
+                         f"'{phase}' (python -m pipeline.launch finetune_classsr stages.finetune_classsr runs them all)")
+    # each phase is its own launch (its own num_processes / mixed_precision); a later phase starts from
+    # the model the previous one left
+    i = cfg.phases.index(phase)
+    if i == 0:
+        scale = models.read_config("models/branch_hard")["scale"]
+        model = assemble(scale, cfg.classifier_init_scale, cfg.classifier.seed)
+    else:
+        model = models.load(phase_result(cfg.phases[i - 1]))
+        scale = model.config["scale"]
     shards = PairShards(DATA, scale)
     pairs = test_pairs(VAL, scale)
     flops = branch_flops(model, cfg.patch)
@@ -77,9 +95,7 @@ def main():
     def validate(net):
         return evaluate_pairs(lambda lr: upscale(net, lr), pairs, scale)
 
-    results: dict = {}
-
-    def finish(net, val, _):
+    def finish(net, val, tracker):
         models.save(net, OUT)
         metrics = {"params": count_params(net), "branch_flops_per_patch": dict(zip(CLASS_NAMES, flops)),
                    "bicubic_psnr": evaluate_pairs(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"]}
@@ -96,20 +112,19 @@ def main():
             crop_scores.append(score(sr, hr[:sr.shape[0], :sr.shape[1]], scale)["psnr"])
         metrics["classsr_crop_protocol_psnr"] = float(np.mean(crop_scores))
         write_json(METRICS, metrics)
-        results.update(metrics)
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        tracker.log_metrics({f"{k}/{m}": v for k, d in metrics.items() if k.startswith("budget_") for m, v in d.items()})
 
-    objective = ClassSRObjective(cfg)
-    phases = {"classifier": (cfg.classifier, lambda m: list(m.classifier.parameters())),
-              "joint": (cfg.joint, lambda m: list(m.parameters()))}
-    with stage_run("finetune_classsr", cfg) as tracker:  # one run; each phase is a nested run inside it
-        for phase in cfg.phases:
-            tcfg, trainable = phases[phase]
-            batches = PatchBatches(shards, tcfg.batch_size, cfg.patch, tcfg.seed)
-            model = train(model, tcfg, batches, stage=f"finetune_classsr:{phase}", params=cfg, objective=objective,
-                          ckpt_dir=f"checkpoints/finetune_classsr/{phase}", validate=validate, trainable=trainable,
-                          data_info=shards.info, finish=finish if phase == cfg.phases[-1] else None).model
-        tracker.log_metrics({k: v for k, v in results.items() if isinstance(v, (int, float))})
-        tracker.log_metrics({f"{k}/{m}": v for k, d in results.items() if k.startswith("budget_") for m, v in d.items()})
+    def hand_on(net, val, tracker):
+        models.save(net, phase_result(phase))
+
+    last = i == len(cfg.phases) - 1
+    tcfg = getattr(cfg, phase)
+    trainable = (lambda m: list(m.classifier.parameters())) if phase == "classifier" else None
+    batches = PatchBatches(shards, tcfg.batch_size, cfg.patch, tcfg.seed)
+    train(model, tcfg, batches, stage=f"finetune_classsr:{phase}", params=cfg, objective=ClassSRObjective(cfg),
+          ckpt_dir=f"checkpoints/finetune_classsr/{phase}", validate=validate, trainable=trainable,
+          data_info=shards.info, finish=finish if last else hand_on)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,19 @@
-"""The DAG on a reduced config: repro works, a second repro runs nothing, a param change reruns only
-its stage and what depends on it."""
+"""The DAG on a reduced config, in a clone with nothing beside it (as a user's machine): repro works and
+reports the protocol numbers on the carried Set5 and E-RFDN weights, a second repro runs nothing, a
+param change reruns only its stage and what depends on it, `dvc exp run -S` keeps params typed, a code
+edit reruns exactly the stages that import it and never resumes a checkpoint of the old code, and the
+multi-process stages run with 2 CPU processes.
+
+One reduced `dvc repro` (module fixture) serves every test; each test works on its own copy."""
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -14,35 +22,48 @@ from tiny import TINY_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+ALL_STAGES = ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher", "classify_patches",
+              "train_branch@simple", "train_branch@medium", "train_branch@hard", "finetune_classsr",
+              "compose_classsr", "ghost", "distill_csd", "train_student_l1", "distill_pcl", "train_rfdn", "evaluate"]
 
 
 def sh(cmd, cwd, check=True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PIPELINE_TRACKING": "0"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=600)
+    env.pop("PYTHONPATH", None)  # the clone's own code, not this checkout's
+    out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=900)
     if check and out.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out.stdout + out.stderr
 
 
-def reduced_project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if f.startswith(("tests/", "bench/")) or f == "dvc.lock" or f.startswith("metrics/"):
-            continue
-        (root / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, root / f)
+def clone_of_this_checkout(dest: Path) -> Path:
+    """``git clone`` of this repo, then this checkout's uncommitted edits on top (so a developer tests what
+    they have; in CI, a fresh clone, there are none). Nothing is put beside it: no ../shared."""
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    changed = subprocess.run(["git", "ls-files", "-m", "-o", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split("\n")
+    for f in filter(None, changed):
+        src = REPO / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+        elif (dest / f).exists():
+            (dest / f).unlink()  # deleted here
+    return dest
+
+
+def reduce(root: Path):
+    """Tiny widths and step counts; the real Set5 and E-RFDN weights the project carries stay."""
     raw = root / "raw"
     raw.mkdir()
     for name, box in [("rocket", (0, 0, 200, 260)), ("coffee", (0, 0, 160, 200))]:
         Image.fromarray(photo(name, box)).save(raw / f"{name}.png")
-    bench = root / "bench_sets" / "Set5"
-    bench.mkdir(parents=True)
-    Image.fromarray(photo("chelsea", (0, 0, 160, 200))).save(bench / "chelsea.png")  # LR >= a ClassSR patch
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    text = (root / "params.yaml").read_text()
+    assert "../shared" not in text
+    params = yaml.safe_load(text)
     params["prepare_sr"].update(source="raw", crop_size=96, step=48, num_workers=1)
     params["prepare_classsr"].update(source="raw", rescales=[1.0, 0.7], num_workers=1)
-    params["prepare_test"].update(benchmark_root="bench_sets", num_workers=1)
+    params["prepare_test"].update(num_workers=1)
     params["pretrain_teacher"]["model"]["kwargs"] = {"nf": 8, "nb": 1}
     params["pretrain_teacher"]["train"].update(TINY_TRAIN)
     params["train_branch"]["branches"] = {"simple": {"nf": 4, "nb": 1}, "medium": {"nf": 6, "nb": 1},
@@ -61,34 +82,50 @@ def reduced_project(tmp_path: Path) -> Path:
         params[section]["train"].update({**TINY_TRAIN, "batch_size": 2, "max_steps": 2, "val_every": 2})
     params["distill_csd"]["neg_num"] = 2
     params["distill_csd"]["layer_weights"] = [0.5, 1.0]  # the tiny teacher has one residual block
+    # PyYAML writes "no" quoted; dvc exp run -S rewrites it unquoted (YAML 1.2), which the stages must read
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", root)
+    sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm reduced", root)
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """A clone in an empty folder, reduced and reproduced once: (folder, dvc repro output)."""
+    root = clone_of_this_checkout(tmp_path_factory.mktemp("clean") / "proj")
+    assert not (root.parent / "shared").exists() and sorted(p.name for p in root.parent.iterdir()) == ["proj"]
+    reduce(root)
+    return root, sh("dvc repro", root)
+
+
+@pytest.fixture
+def project(reproduced, tmp_path):
+    """This test's own copy of the reproduced clone."""
+    root = tmp_path / "proj"
+    shutil.copytree(reproduced[0], root, symlinks=True)
     return root
 
 
-def test_repro_then_noop_then_only_changed_stage_reruns(tmp_path):
-    root = reduced_project(tmp_path)
-    out = sh("dvc repro", root)
-    for stage in ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher", "classify_patches",
-                  "train_branch@simple", "train_branch@hard", "finetune_classsr", "compose_classsr", "ghost",
-                  "distill_csd", "train_student_l1", "distill_pcl", "train_rfdn", "evaluate"]:
+def test_clone_reproduces_with_the_protocol_numbers(reproduced):
+    root, out = reproduced
+    for stage in ALL_STAGES:
         assert f"Running stage '{stage}'" in out
-    import json
-
     variants = json.loads((root / "metrics/evaluate.json").read_text())["variants"]
     for name in ["bicubic", "teacher", "branch_simple", "ghost", "csd_student", "student_l1", "pcl_student",
                  "rfdn", "classsr@1", "classsr@0.65", "classsr_ghost_hard@1"]:
         assert "sample_psnr" in variants[name] and "Set5_psnr" in variants[name], name
+    # the real Set5 and the official E-RFDN weights come from the project itself (assets/)
+    assert round(variants["bicubic"]["Set5_psnr"], 3) == 28.431
+    erfdn = variants["E-RFDN official (AIM 2020)"]
+    assert round(erfdn["Set5_psnr"], 3) == 32.155 and round(erfdn["Set5_ssim"], 4) == 0.8945
     assert (root / "reports/results.md").read_text().count("|") > 50 and (root / "plots/pareto.png").is_file()
-    assert (root / "models/teacher/model.safetensors").is_file()
-    assert (root / "data/test/Set5/LR_bicubic/X4/chelsea.png").is_file()
-    assert (root / "plots/train/pretrain_teacher.csv").read_text().startswith("step,data_time,l1,lr")  # a curve
+    assert sorted(p.stem for p in (root / "data/test/Set5/HR").iterdir()) == ["baby", "bird", "butterfly", "head",
+                                                                              "woman"]
+    assert (root / "plots/train/pretrain_teacher.csv").read_text().startswith("step,data_time,l1,lr")
 
-    again = sh("dvc repro", root)
-    assert "Running stage" not in again
 
-    text = (root / "params.yaml").read_text()
-    params = yaml.safe_load(text)
+def test_noop_then_a_param_change_reruns_only_its_stage_and_dependants(project):
+    root = project
+    assert "Running stage" not in sh("dvc repro", root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
     params["prepare_classsr"]["step"] = 60
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = sh("dvc status", root)
@@ -97,21 +134,73 @@ def test_repro_then_noop_then_only_changed_stage_reruns(tmp_path):
         assert other not in status
     rerun = sh("dvc repro prepare_classsr", root)
     assert "Running stage 'prepare_classsr'" in rerun and rerun.count("Running stage") == 1
-    # what depends on it is now out of date, and nothing else
     status = sh("dvc status", root)
     assert "classify_patches" in status and "pretrain_teacher:" not in status and "prepare_sr:" not in status
 
-    # a Ghost param change makes only the Ghost stage out of date
-    sh("dvc repro", root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["ghost"]["ratio"] = 0.75
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+def test_dvc_exp_run_set_param_keeps_typed_params(project):
+    """`dvc exp run -S` rewrites params.yaml in YAML 1.2 (mixed_precision: "no" loses its quotes): the
+    training stage must still read it, and the experiment must be listed."""
+    root = project
+    out = sh("dvc exp run -n tiny-rfdn -S train_rfdn.train.max_steps=4", root)
+    assert "Running stage 'train_rfdn'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'pretrain_teacher'" not in out
+    assert "mixed_precision: no\n" in (root / "params.yaml").read_text()  # written the YAML 1.2 way
+    assert json.loads((root / "metrics/train_rfdn.json").read_text())["psnr"] > 0
+    with open(root / "plots/train/train_rfdn.csv") as f:
+        assert f.read().splitlines()[-1].startswith("4,")
+    assert "tiny-rfdn" in sh("dvc exp show --no-pager", root)
+
+
+def test_a_code_edit_reruns_its_importers_and_never_resumes_old_code(project):
+    root = project
+    # a docstring in the report: only evaluate is out of date, and its rerun trains nothing
+    report = root / "pipeline/report.py"
+    report.write_text(report.read_text().replace('"""Evaluation of every variant', '"""Evaluation (edited) of every variant', 1))
     status = sh("dvc status", root)
-    assert "ghost:" in status and status.count("changed deps") == 1
+    assert "evaluate:" in status and status.count("changed deps") == 1, status
+    out = sh("dvc repro", root)
+    assert out.count("Running stage") == 1 and "Running stage 'evaluate'" in out
+
+    # CSD's loss: distill_csd (and what reads its model) reruns, trains from step 0, and the model changes
+    old = (root / "models/csd_student/model.safetensors").read_bytes()
+    stage = root / "stages/distill_csd.py"
+    text = stage.read_text()
+    assert "loss = l1_s + " in text
+    stage.write_text(text.replace("loss = l1_s + ", "loss = 2 * l1_s + ", 1))
+    status = sh("dvc status", root)
+    assert "distill_csd:" in status and status.count("changed deps") == 1, status
+    out = sh("dvc repro", root)
+    ran = {s for s in ALL_STAGES if f"Running stage '{s}'" in out}
+    assert ran == {"distill_csd", "evaluate"}, ran
+    assert "starting fresh at step 0" in out and "the code of stages/distill_csd.py" in out
+    assert "resuming" not in out
+    assert (root / "models/csd_student/model.safetensors").read_bytes() != old
 
 
-def test_bad_param_stops_stage_before_work(tmp_path):
-    root = reduced_project(tmp_path)
+def test_two_cpu_processes_classify_and_finetune(project):
+    root = project
+    one = np.load(root / "data/classes/classes.npy")
+    psnr_one = np.load(root / "data/classes/psnr.npy")
+    assert len(one) % 2 == 1  # a patch count two processes cannot split evenly
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["classify_patches"]["num_processes"] = 2
+    params["finetune_classsr"]["phases"] = ["classifier", "joint"]
+    for phase in ("classifier", "joint"):
+        params["finetune_classsr"][phase]["num_processes"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc repro classify_patches finetune_classsr", root)
+    assert out.count("torch.distributed.run") == 3 and out.count("2 processes (MULTI_CPU)") == 2, out[-3000:]
+    np.testing.assert_array_equal(np.load(root / "data/classes/classes.npy"), one)
+    np.testing.assert_allclose(np.load(root / "data/classes/psnr.npy"), psnr_one, atol=1e-4)
+    assert (root / "models/classsr/model.safetensors").is_file()
+    assert (root / "plots/train/finetune_classsr/joint.csv").is_file()
+    assert "budget_1" in json.loads((root / "metrics/finetune_classsr.json").read_text())
+
+
+def test_bad_param_stops_stage_before_work(project):
+    root = project
+    shutil.rmtree(root / "data/sr")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prepare_sr"]["scales"] = [5]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from photos import photo
-from pipeline import imresize
+from pipeline.resize import imresize
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from make_fixtures import RESIZE_CASES, dequantize  # noqa: E402

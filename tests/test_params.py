@@ -75,14 +75,8 @@ def test_classsr_phases_are_checked(tmp_path):
 def test_repo_params_file_is_valid(repo, tmp_path, monkeypatch):
     import pipeline.params as P
 
-    monkeypatch.chdir(repo)  # relative folders (benchmark_root: ../shared/data) resolve from the repo
-    if not (repo / "../shared/data").is_dir():  # a clone without shared/ beside it
-        raw = yaml.safe_load((repo / "params.yaml").read_text())
-        raw["prepare_test"]["benchmark_root"] = ""
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-        params_file = tmp_path / "params.yaml"
-    else:
-        params_file = repo / "params.yaml"
+    monkeypatch.chdir(repo)  # relative folders (benchmark_root: assets/benchmarks) resolve from the repo
+    params_file = repo / "params.yaml"
 
     sections = [("prepare_sr", P.PrepareSR), ("prepare_classsr", P.PrepareClassSR), ("prepare_test", P.PrepareTest),
                 ("pretrain_teacher", P.PretrainTeacher), ("classify_patches", P.ClassifyPatches),

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.data.images import ImageError, list_images, read_image, to_rgb_uint8
 
 # The natural photographs that scikit-image ships. Held-out test photos are the three on which the
-# official E-RFDN weights were measured (../shared/weights/README.md); the rest train.
+# official E-RFDN weights were measured (assets/weights/README.md); the rest train.
 SAMPLE_TRAIN = ["rocket.jpg", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "motorcycle_left.png",
                 "motorcycle_right.png", "brick.png", "grass.png", "gravel.png", "camera.png", "moon.png"]
 SAMPLE_TEST = ["chelsea.png", "coffee.png", "astronaut.png"]

@@ -1,0 +1,69 @@
+"""Each stage's code deps in dvc.yaml are exactly its import closure (the files its resume fingerprint
+hashes), so an edit reruns exactly the stages that run the edited code."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.imports import ROOT, closure, file_digest
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def entry_modules(cmd: str) -> list[str]:
+    return [t for t in cmd.split() if t.startswith(("stages.", "pipeline."))]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_are_the_import_closure(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    modules = entry_modules(stage["cmd"])
+    listed = {d for d in stage["deps"] if d.startswith(("pipeline", "stages"))}
+    wanted = set(closure(*modules))
+    assert listed == wanted, (f"dvc.yaml stage {name}: missing {sorted(wanted - listed)}, not imported "
+                              f"{sorted(listed - wanted)} (python -m pipeline.imports {' '.join(modules)})")
+
+
+def test_an_edit_of_the_report_reruns_only_evaluate():
+    users = [n for n, s in STAGES.items() if "pipeline/report.py" in s.get("do", s)["deps"]]
+    assert users == ["evaluate"]
+    assert not any("pipeline/train.py" in s.get("do", s)["deps"] for n, s in STAGES.items()
+                   if n.startswith("prepare_"))
+
+
+def test_closure_follows_lazy_relative_and_package_imports():
+    files = closure("stages.distill_csd")
+    # top-level, package __init__ files, and imports made inside functions
+    assert {"stages/distill_csd.py", "pipeline/losses/__init__.py", "pipeline/losses/contrastive.py",
+            "pipeline/models/slim.py", "pipeline/train.py", "pipeline/imports.py"} <= set(files)
+    assert "pipeline/report.py" not in files and "stages/evaluate.py" not in files
+
+
+def test_pipeline_never_imports_stages():
+    for f in sorted((ROOT / "pipeline").rglob("*.py")):
+        module = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        assert not [p for p in closure(module) if p.startswith("stages/")], module
+
+
+def test_params_knows_every_architecture_without_importing_models():
+    from pipeline import models, params
+
+    assert set(params.ARCH_NAMES) == set(models.ARCHS)
+    assert not any(p.startswith("pipeline/models/") for p in closure("pipeline.params"))
+
+
+def test_digest_ignores_comments_and_docstrings_not_code(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('"""Doc."""\n\ndef loss(a, b):\n    """Mean."""\n    return abs(a - b)  # L1\n')
+    before = file_digest(f)
+    f.write_text('"""Other doc."""\n\n\ndef loss(a, b):\n    # why: BasicSR\n    return abs(a - b)\n')
+    assert file_digest(f) == before
+    f.write_text('"""Doc."""\n\ndef loss(a, b):\n    return 2 * abs(a - b)\n')
+    assert file_digest(f) != before
+
+
+def test_dvc_yaml_deps_exist():
+    for name, s in STAGES.items():
+        for d in s.get("do", s)["deps"]:
+            if d.startswith(("pipeline", "stages", "assets")):
+                assert (ROOT / d).exists(), (name, d)
