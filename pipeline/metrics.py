@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 Y_WEIGHTS_RGB = np.array([65.481, 128.553, 24.966])
 
@@ -49,29 +48,30 @@ def psnr(a: np.ndarray, b: np.ndarray, crop_border: int = 0, y_channel: bool = T
 
 
 @lru_cache(maxsize=1)
-def _gaussian_window() -> np.ndarray:
+def _gaussian_kernel() -> np.ndarray:
     # cv2.getGaussianKernel(11, 1.5): normalised samples of exp(-x^2 / (2 sigma^2)).
     x = np.arange(11) - 5
     k = np.exp(-(x**2) / (2 * 1.5**2))
-    k /= k.sum()
-    return np.outer(k, k)
+    return k / k.sum()
 
 
-def _filter_valid(img: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """2-D correlation keeping only the fully-covered ('valid') region, like filter2D(...)[5:-5, 5:-5]."""
-    t = torch.from_numpy(img)[None, None]
-    w = torch.from_numpy(window)[None, None]
-    return F.conv2d(t, w)[0, 0].numpy()
+def _filter_valid(img: np.ndarray) -> np.ndarray:
+    """BasicSR's filter2D(img, outer(k, k))[5:-5, 5:-5]: the 11x11 Gaussian is separable, so two 1-D
+    passes (22 instead of 121 multiply-adds per pixel), keeping only the fully-covered region."""
+    from scipy.ndimage import correlate1d
+
+    k = _gaussian_kernel()
+    rows = correlate1d(img, k, axis=0, mode="constant")[5:-5]
+    return correlate1d(rows, k, axis=1, mode="constant")[:, 5:-5]
 
 
 def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    w = _gaussian_window()
-    mu1, mu2 = _filter_valid(a, w), _filter_valid(b, w)
+    mu1, mu2 = _filter_valid(a), _filter_valid(b)
     mu1_sq, mu2_sq, mu12 = mu1**2, mu2**2, mu1 * mu2
-    s1 = _filter_valid(a * a, w) - mu1_sq
-    s2 = _filter_valid(b * b, w) - mu2_sq
-    s12 = _filter_valid(a * b, w) - mu12
+    s1 = _filter_valid(a * a) - mu1_sq
+    s2 = _filter_valid(b * b) - mu2_sq
+    s12 = _filter_valid(a * b) - mu12
     ssim_map = ((2 * mu12 + c1) * (2 * s12 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2))
     return float(ssim_map.mean())
 

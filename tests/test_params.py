@@ -114,3 +114,24 @@ def test_paper_profile_has_the_same_sections_and_is_well_typed(repo, tmp_path):
                          ("distill_pcl", P.DistillPCL), ("evaluate", P.Evaluate),
                          ("compose_classsr", P.ComposeClassSR), ("train_rfdn", P.TrainRFDN)]:
         load_section(section, cls, p)
+
+
+def test_params_survive_dvc_rewriting_the_file(repo, tmp_path, monkeypatch):
+    """`dvc exp run -S` rewrites params.yaml with DVC's own YAML 1.2 writer (dvc.utils.serialize.modify_yaml):
+    `mixed_precision: "no"` loses its quotes and must still read as the string 'no'."""
+    from dvc.utils.serialize import modify_yaml
+
+    import pipeline.params as P
+
+    path = tmp_path / "params.yaml"
+    path.write_text((repo / "params.yaml").read_text())
+    with modify_yaml(str(path)) as data:
+        data["train_rfdn"]["train"]["max_steps"] = 7
+        data["pretrain_teacher"]["train"]["lr"] = 1e-3
+    text = path.read_text()
+    assert "mixed_precision: no\n" in text and 'mixed_precision: "no"' not in text
+    assert yaml.safe_load(text)["train_rfdn"]["train"]["mixed_precision"] is False  # what YAML 1.1 would read
+    monkeypatch.chdir(repo)
+    rfdn = load_section("train_rfdn", P.TrainRFDN, path)
+    assert rfdn.train.mixed_precision == "no" and rfdn.train.max_steps == 7
+    assert load_section("pretrain_teacher", None, path).train.mixed_precision == "no"

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -158,3 +159,89 @@ def test_unreachable_server_is_reported_at_start(tmp_path):
     out = _stage(root, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "PIPELINE_TRACKING": "1"})
     assert out.returncode != 0 and "http://127.0.0.1:9 is unreachable" in out.stderr
     assert not (root / "models/teacher").exists()
+
+
+def _curve_steps(path):
+    import csv
+
+    with open(path) as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_forced_rerun_of_a_finished_stage_keeps_its_whole_curve(tiny, capsys):
+    """`dvc repro -f` deletes the plot file, then the stage resumes its finished checkpoint and trains 0
+    steps: the rows come back from the checkpoint."""
+    first = run_training(tiny, ckpt="f").model.state_dict()
+    (tiny / "plots/train/test.csv").unlink()
+    capsys.readouterr()
+    again = run_training(tiny, ckpt="f").model.state_dict()
+    assert "resuming" in capsys.readouterr().out
+    assert _curve_steps(tiny / "plots/train/test.csv") == [2, 4, 6]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_killed_stage_reruns_to_the_same_model_and_whole_curve(tmp_path):
+    """A real SIGKILL of the stage's process after its first checkpoint, then a rerun, as after a crash
+    (with the plot file deleted, as DVC does before it reruns a stage)."""
+    import signal
+    import time
+
+    train_cfg = {"max_steps": 100, "batch_size": 16, "ckpt_every": 10, "log_every": 5, "val_every": 100}
+    model = {"arch": "msrresnet", "kwargs": {"nf": 32, "nb": 4}, "scale": 4}
+    killed = make_tiny_project(tmp_path / "killed", train=train_cfg, model=model)
+    reference = make_tiny_project(tmp_path / "whole", train=train_cfg, model=model)
+    env = {**os.environ, "PYTHONPATH": REPO, "PIPELINE_TRACKING": "0"}
+    cmd = [sys.executable, "-m", "pipeline.launch", "pretrain_teacher", "stages.pretrain_teacher"]
+    proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    fingerprint = killed / "checkpoints/pretrain_teacher/latest/fingerprint.json"
+    deadline = time.time() + 240
+    while not fingerprint.exists():
+        assert proc.poll() is None and time.time() < deadline, "the stage ended before its first checkpoint"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "models/teacher").exists(), "the kill came after the end: make the run longer"
+    (killed / "plots/train/pretrain_teacher.csv").unlink(missing_ok=True)
+
+    rerun = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from" in rerun.stdout
+    whole = subprocess.run(cmd, cwd=reference, env=env, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a = load_file(str(killed / "models/teacher/model.safetensors"))
+    b = load_file(str(reference / "models/teacher/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _curve_steps(killed / "plots/train/pretrain_teacher.csv") == list(range(5, 101, 5))
+
+
+def test_fresh_start_names_what_changed():
+    from pipeline.train import why_not_resumable
+
+    saved = {"params": "p", "data": "d", "init": "i", "code": {"stages/distill_csd.py": "a", "pipeline/train.py": "b"}}
+    assert why_not_resumable(saved, dict(saved)) == ""
+    edited = {**saved, "code": {**saved["code"], "stages/distill_csd.py": "c"}}
+    assert why_not_resumable(saved, edited) == "changed since it was written: the code of stages/distill_csd.py"
+    other = {**edited, "params": "q"}
+    assert "the stage's params; the code of stages/distill_csd.py" in why_not_resumable(saved, other)
+    assert "no fingerprint" in why_not_resumable(None, saved)
+
+
+def test_launcher_reads_typed_params_per_phase(tmp_path, monkeypatch):
+    """Process counts come from the typed section: each finetune_classsr phase is its own launch, the
+    hard branch's fine-tune settings apply to its launch."""
+    from pipeline.launch import launches
+
+    params = yaml.safe_load(open(os.path.join(REPO, "params.yaml")))
+    params["finetune_classsr"]["phases"] = ["classifier", "joint"]
+    params["finetune_classsr"]["classifier"]["num_processes"] = 2
+    params["finetune_classsr"]["joint"]["mixed_precision"] = "bf16"
+    params["train_branch"]["hard_finetune"]["num_processes"] = 3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PIPELINE_PARAMS", str(path))
+    monkeypatch.chdir(REPO)
+    assert launches("finetune_classsr", []) == [(["classifier"], 2, "no"), (["joint"], 1, "bf16")]
+    assert launches("train_branch", ["hard"]) == [(["hard"], 3, "no")]
+    assert launches("train_branch", ["simple"]) == [(["simple"], 1, "no")]
+    assert launches("classify_patches", []) == [([], 1, "no")]

@@ -84,7 +84,7 @@ def load(folder, device="cpu") -> nn.Module:
 
     cfg = read_config(folder)
     model = build(cfg["arch"], cfg["scale"], **cfg["kwargs"])
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors"), device=str(device)))
+    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))  # safetensors refuses 'cpu:0'
     return model.to(device)
 
 
