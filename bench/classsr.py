@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import best_of  # noqa: E402
 from pipeline import models  # noqa: E402
-from pipeline.classsr import classsr_upscale  # noqa: E402
 from pipeline.metrics import uint8_to_tensor  # noqa: E402
 from pipeline.tiling import run_tiled, split  # noqa: E402
+from pipeline.upscale import upscale  # noqa: E402
 
 
 def main():
@@ -36,8 +36,8 @@ def main():
     lr = uint8_to_tensor(lr_img)[0]
     hard = model.branches[-1]
     with torch.no_grad():
-        out = classsr_upscale(model, lr, 4, batch=args.batch)
-        t_classsr = best_of(lambda: classsr_upscale(model, lr, 4, batch=args.batch))
+        out = upscale(model, lr_img, batch=args.batch)
+        t_classsr = best_of(lambda: upscale(model, lr_img, batch=args.batch))
         t_tiled_o = best_of(lambda: run_tiled(hard, lr, 4, 32, 28, batch=args.batch))
         t_whole_o = best_of(lambda: hard(lr[None]))
         tiles = split(lr, 32, 28)

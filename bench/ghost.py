@@ -9,7 +9,6 @@ the latency -- bounds what any implementation can reach: an x4 upsampler or a sm
 teacher) keeps most of the cost.
 """
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import models  # noqa: E402
-from pipeline.ghost import convert, finalize  # noqa: E402
+from pipeline.methods.ghost import convert  # noqa: E402
+from pipeline.models.ghost import reparameterize  # noqa: E402
 from pipeline.metrics import count_macs, count_params, latency  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def compare(what, source, ghost, shape):
 
 
 def converted(source):
-    return finalize(convert(copy.deepcopy(source), 0.5))
+    return reparameterize(convert(source, 0.5))
 
 
 def main():

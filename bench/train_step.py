@@ -15,7 +15,8 @@ from pipeline import models  # noqa: E402
 from pipeline.data.loader import PatchBatches  # noqa: E402
 from pipeline.data.shards import PairShards  # noqa: E402
 from pipeline.params import PretrainTeacher, TrainConfig  # noqa: E402
-from pipeline.train import Objective, train  # noqa: E402
+from pipeline.objective import Objective  # noqa: E402
+from pipeline.train import train  # noqa: E402
 
 
 class Clock(Objective):

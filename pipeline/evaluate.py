@@ -1,13 +1,15 @@
-"""Whole-image evaluation of a model on a prepared test folder (HR/ + LR_bicubic/X{s}/)."""
+"""Scores of a model on a prepared test folder (HR/ + LR_bicubic/X{s}/), through the one LR -> SR entry
+point (:func:`pipeline.upscale.upscale`): the training loop's validation, ClassSR's budget sweep, and
+the bicubic baseline."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.data.images import read_image, to_float, to_uint8
-from pipeline.metrics import psnr, ssim, tensor_to_uint8, uint8_to_tensor
+from pipeline.metrics import psnr, ssim
+from pipeline.upscale import branch_flops, upscale
 
 
 def test_pairs(folder, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -15,17 +17,12 @@ def test_pairs(folder, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     folder = Path(folder)
     hr_dir, lr_dir = folder / "HR", folder / f"LR_bicubic/X{scale}"
     if not lr_dir.is_dir():
-        raise FileNotFoundError(f"{lr_dir}: no x{scale} LR images; add {scale} to prepare_test.scales")
+        raise FileNotFoundError(f"{lr_dir}: no x{scale} LR images; prepare_test makes them (its scales and sets)")
     return [(p.stem, read_image(lr_dir / p.name), read_image(p)) for p in sorted(hr_dir.glob("*.png"))]
 
 
-@torch.no_grad()
-def super_resolve(model, lr: np.ndarray, device="cpu") -> np.ndarray:
-    """Run ``model`` on one uint8 LR image; returns the uint8 SR image (clamped and rounded)."""
-    return tensor_to_uint8(model(uint8_to_tensor(lr).to(device))[0])
-
-
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The baseline row: MATLAB-exact bicubic upscaling of a uint8 image."""
     from pipeline.resize import imresize
 
     return to_uint8(imresize(to_float(lr), scale))
@@ -36,20 +33,41 @@ def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict:
     return {"psnr": psnr(sr, hr, scale, True), "ssim": ssim(sr, hr, scale, True)}
 
 
-def evaluate_pairs(upscale_fn, pairs, scale: int) -> dict:
-    """Mean and per-image scores of ``upscale_fn(lr) -> sr`` over (name, lr, hr) pairs."""
-    per_image = {name: score(upscale_fn(lr), hr, scale) for name, lr, hr in pairs}
+def mean_scores(srs: list[np.ndarray], pairs, scale: int) -> dict:
+    """Mean and per-image scores of the SR images ``srs`` of the (name, lr, hr) ``pairs``."""
+    per_image = {name: score(sr, hr, scale) for sr, (name, _, hr) in zip(srs, pairs)}
     return {"psnr": float(np.mean([s["psnr"] for s in per_image.values()])),
             "ssim": float(np.mean([s["ssim"] for s in per_image.values()])), "per_image": per_image}
 
 
-def validator(pairs, scale: int, prepare=None):
-    """The training loop's ``validate`` callback: whole-image scores of the network on ``pairs``.
-    ``prepare(net)`` turns the trained network into the deployed one first (e.g. a slim export)."""
+def evaluate_pairs(upscale_fn, pairs, scale: int) -> dict:
+    """Mean and per-image scores of ``upscale_fn(lr) -> sr`` over (name, lr, hr) pairs."""
+    return mean_scores([upscale_fn(lr) for _, lr, _ in pairs], pairs, scale)
 
+
+def validator(pairs, scale: int, **upscale_options):
+    """The training loop's validation: ``net -> scores`` of ``upscale(net, lr, **upscale_options)``
+    (e.g. a ClassSR's patch, stride and batch) on ``pairs``."""
     def validate(net) -> dict:
-        model = prepare(net) if prepare else net
-        device = next(model.parameters()).device
-        return evaluate_pairs(lambda lr: super_resolve(model, lr, device), pairs, scale)
+        return evaluate_pairs(lambda lr: upscale(net, lr, **upscale_options).image, pairs, scale)
 
     return validate
+
+
+def budget_metrics(model, pairs, scale: int, budgets: list[float], patch: int = 32, stride: int = 28,
+                   batch: int = 32) -> dict:
+    """ClassSR at each FLOPs budget on the (name, LR, HR) ``pairs``: PSNR, class-weighted FLOPs (and % of
+    branch-O's) and class fractions, {"budget_<b>": {...}}."""
+    flops = branch_flops(model, patch)
+    names = ("simple", "medium", "hard") if len(flops) == 3 else tuple(f"branch{i}" for i in range(len(flops)))
+    metrics = {}
+    for budget in budgets:
+        outs = [upscale(model, lr, budget=budget, patch=patch, stride=stride, batch=batch, flops=flops)
+                for _, lr, _ in pairs]
+        mean_flops = float(np.mean([o.flops_per_patch for o in outs]))
+        classes = np.concatenate([o.classes for o in outs])
+        metrics[f"budget_{budget:g}"] = {
+            "psnr": float(np.mean([score(o.image, hr, scale)["psnr"] for o, (_, _, hr) in zip(outs, pairs)])),
+            "flops_per_patch": mean_flops, "flops_percent_of_branch_o": 100 * mean_flops / flops[-1],
+            **{f"fraction_{n}": float(np.mean(classes == i)) for i, n in enumerate(names)}}
+    return metrics

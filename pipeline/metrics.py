@@ -167,3 +167,4 @@ def latency(model: torch.nn.Module, lr_shape=(1, 3, 64, 64), warmup: int = 2, re
     param = next(model.parameters())
     x = torch.rand(lr_shape, dtype=param.dtype, device=param.device)
     return wall_time(lambda: model(x), warmup, repeats, param.is_cuda)
+

@@ -272,6 +272,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     ema_decay: float = 0.0  # 0 disables EMA; else e.g. 0.999 and the EMA weights are the deliverable
     val_every: int = 500
+    val_set: str = "data/test/sample"  # a prepare_test folder (default: the held-out photos)
     ckpt_every: int = 500
     log_every: int = 50
     seed: int = 10
@@ -315,6 +316,25 @@ class TrainRFDN(PretrainTeacher):
 # ---- ClassSR --------------------------------------------------------------------------------------
 
 CLASS_NAMES = ("simple", "medium", "hard")
+
+
+@dataclass
+class ClassSRInference:
+    """ClassSR's patch-wise inference (the ``inference`` block of every section that runs a ClassSR)."""
+    patch: int = 32  # LR patch side (ClassSR: 32; also the training patch of finetune_classsr)
+    stride: int = 28  # LR stride between patches (ClassSR's test scripts: 28)
+    budgets: list[float] = field(default_factory=lambda: [1.0, 0.65])  # FLOPs budgets, fractions of branch-O's
+    infer_batch: int = 32  # patches per branch call (CPU prefers small batches, GPUs large)
+
+    def options(self) -> dict:
+        """Keyword arguments of :func:`pipeline.upscale.upscale`."""
+        return {"patch": self.patch, "stride": self.stride, "batch": self.infer_batch}
+
+    def validate(self, p):
+        check(self.patch >= 8, f"{p}.patch", "must be >= 8")
+        check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
+        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
+        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
 
 
 @dataclass
@@ -374,10 +394,7 @@ class FinetuneClassSR:
     # The official Class-Module init scales Kaiming by 0.1 in all five CondNet convs: its logits start
     # ~1e-5 apart and take far more than a few hundred steps to separate patches.
     classifier_init_scale: float = 0.1
-    patch: int = 32
-    stride: int = 28
-    budgets: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.65, 0.5])
-    infer_batch: int = 32  # patches per branch call at inference (CPU prefers small batches, GPUs large)
+    inference: ClassSRInference = field(default_factory=ClassSRInference)
     phases: list[str] = field(default_factory=lambda: ["classifier", "joint"])  # which run, in this order
     classifier: TrainConfig = field(default_factory=TrainConfig)  # phase 1: branches frozen
     joint: TrainConfig = field(default_factory=TrainConfig)  # phase 2: everything trains
@@ -394,9 +411,6 @@ class FinetuneClassSR:
               "allowed: [classifier], [joint], [classifier, joint]")
         check(len(self.loss_weights) == 3 and all(w >= 0 for w in self.loss_weights), f"{p}.loss_weights",
               "three non-negative weights: L1, class loss, average loss")
-        check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
-        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
-        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
 
 
 # ---- GhostSR --------------------------------------------------------------------------------------
@@ -435,16 +449,7 @@ class ComposeClassSR(GhostMethod):
     """GhostSR applied to one branch of the fine-tuned ClassSR (none of the published code composes them)."""
     classsr: str = "models/classsr"
     branch: Literal["simple", "medium", "hard"] = "hard"
-    budgets: list[float] = field(default_factory=lambda: [1.0, 0.65])
-    patch: int = 32
-    stride: int = 28
-    infer_batch: int = 32
-
-    def validate(self, p):
-        super().validate(p)
-        check(0 < self.stride <= self.patch, f"{p}.stride", "must be in (0, patch]")
-        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
-        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
+    inference: ClassSRInference = field(default_factory=ClassSRInference)
 
 
 # ---- contrastive self-distillation (CSD) ----------------------------------------------------------
@@ -513,18 +518,13 @@ class Evaluate:
     scale: int = 4
     models: dict[str, str] = field(default_factory=dict)  # variant name -> saved model folder
     classsr: dict[str, str] = field(default_factory=dict)  # ClassSR variants, evaluated at each budget
-    budgets: list[float] = field(default_factory=lambda: [1.0, 0.65])
-    patch: int = 32
-    stride: int = 28
-    infer_batch: int = 32
+    inference: ClassSRInference = field(default_factory=ClassSRInference)
     official_erfdn: str = ""  # official E-RFDN x4 safetensors, as a reference row ('' to skip)
     pareto_set: str = "sample"  # the test set of the Pareto plot
     crops_set: str = "sample"
 
     def validate(self, p):
         check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")
-        check(all(0 < b <= 1 for b in self.budgets), f"{p}.budgets", "fractions in (0, 1]")
-        check(self.infer_batch >= 1, f"{p}.infer_batch", "must be >= 1")
 
 
 SECTIONS = {

@@ -4,54 +4,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
+from torch import nn
 
-from pipeline.evaluate import bicubic_upscale, evaluate_pairs, super_resolve, test_pairs
-from pipeline.metrics import count_macs, count_params, latency, wall_time
+from pipeline.evaluate import bicubic_upscale, mean_scores, test_pairs
+from pipeline.params import ClassSRInference
+from pipeline.upscale import Upscaled, cost, is_classsr, upscale
 
 
 @dataclass
 class Variant:
+    """One row of the table: a saved model (``None``: bicubic) run at a FLOPs ``budget`` (ClassSR)."""
     name: str
-    upscale: Callable[[np.ndarray], np.ndarray]  # uint8 LR -> uint8 SR
+    model: nn.Module | None = None
+    budget: float = 1.0
     params: int = 0
-    flops_per_patch: float = 0.0  # per 32x32 LR patch (2 x MACs; ClassSR: its class-weighted accounting)
-    latency_s: float = float("nan")  # CPU, one 128x128 LR input
-    scores: dict = field(default_factory=dict)  # test set -> {psnr, ssim}
+    flops_per_patch: float = 0.0  # per 32x32 LR patch (ClassSR: class-weighted, on the Pareto test set)
+    latency_s: float = float("nan")  # CPU, one 128x128 LR input; nan for bicubic
+    scores: dict = field(default_factory=dict)  # test set -> {psnr, ssim[, flops_per_patch]}
 
 
-def model_variant(name: str, model, lat_shape=(1, 3, 128, 128)) -> Variant:
-    model = model.eval()
-    with torch.no_grad():
-        lat = latency(model, lat_shape, repeats=3)
-    return Variant(name, lambda lr: super_resolve(model, lr), count_params(model),
-                   2.0 * count_macs(model, (1, 3, 32, 32)), lat)
+def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
+    """A row, with its cost by the pipeline's one convention (:func:`pipeline.upscale.cost`)."""
+    if model is None:
+        return Variant(name)
+    opts = inference.options() if inference and is_classsr(model) else {}
+    c = cost(model.eval(), budget=budget, **opts)
+    return Variant(name, model, budget, c["params"], c["flops_per_patch"], c["cpu_latency_s"])
 
 
-def classsr_variant(name: str, model, scale: int, budget: float, patch: int, stride: int, batch: int = 32) -> Variant:
-    from pipeline.classsr import branch_flops, upscale_uint8
-
-    model = model.eval()
-    flops = branch_flops(model, patch)
-    used = []
-
-    def upscale(lr):
-        sr, out = upscale_uint8(model, lr, scale, patch, stride, budget, batch, flops)
-        used.append(out.flops_per_patch)
-        return sr
-
-    lr = (torch.rand(1, 3, 128, 128) * 255).byte()[0].permute(1, 2, 0).numpy()
-    lat = wall_time(lambda: upscale(lr), warmup=1, repeats=3)
-    v = Variant(name, upscale, count_params(model), 0.0, lat)
-    v.flops_log = used
-    return v
-
-
-def bicubic_variant(scale: int) -> Variant:
-    return Variant("bicubic", lambda lr: bicubic_upscale(lr, scale), 0, 0.0, float("nan"))
+def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInference) -> Upscaled:
+    if v.model is None:
+        return Upscaled(bicubic_upscale(lr, scale))
+    return upscale(v.model, lr, budget=v.budget, **(inference.options() if is_classsr(v.model) else {}))
 
 
 def as_metrics(v: Variant) -> dict:
@@ -59,21 +45,24 @@ def as_metrics(v: Variant) -> dict:
     out = {"params": v.params, "flops_per_patch": v.flops_per_patch}
     if v.latency_s == v.latency_s:
         out["cpu_latency_s"] = v.latency_s
-    out.update({f"{s}_{k}": val for s, d in v.scores.items() for k, val in d.items()})
+    out.update({f"{s}_{k}": val for s, d in v.scores.items() for k, val in d.items() if k != "flops_per_patch"})
     return out
 
 
-def score_all(variants: list[Variant], test_root, scale: int) -> list[str]:
+def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSRInference, flops_set: str) -> list[str]:
+    """Scores of every variant on every prepared test set; a ClassSR's FLOPs (which depend on the images)
+    become those it spent on ``flops_set``."""
     sets = sorted(p.name for p in Path(test_root).iterdir() if (p / f"LR_bicubic/X{scale}").is_dir())
     for name in sets:
         pairs = test_pairs(Path(test_root) / name, scale)
         for v in variants:
-            if hasattr(v, "flops_log"):
-                v.flops_log.clear()
-            r = evaluate_pairs(v.upscale, pairs, scale)
+            outs = [run_variant(v, lr, scale, inference) for _, lr, _ in pairs]
+            r = mean_scores([o.image for o in outs], pairs, scale)
             v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
-            if hasattr(v, "flops_log") and v.flops_log:
-                v.flops_per_patch = float(np.mean(v.flops_log))  # ClassSR: depends on the images
+            if outs and outs[0].flops_per_patch is not None:
+                v.scores[name]["flops_per_patch"] = float(np.mean([o.flops_per_patch for o in outs]))
+    for v in variants:
+        v.flops_per_patch = v.scores.get(flops_set, v.scores[sets[-1]]).get("flops_per_patch", v.flops_per_patch)
     return sets
 
 
@@ -125,14 +114,14 @@ def plot_pareto(variants: list[Variant], test_set: str, path):
     return sorted(front)
 
 
-def crops_figure(variants: list[Variant], pair, scale: int, path, crop: int = 96):
+def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRInference, path, crop: int = 96):
     """Side-by-side HR-size crops of each variant's output, and the HR."""
     from PIL import Image, ImageDraw
 
     name, lr, hr = pair
     h, w = hr.shape[:2]
     top, left = (h - crop) // 2 // scale * scale, (w - crop) // 2 // scale * scale
-    tiles = [(v.name, v.upscale(lr)[top:top + crop, left:left + crop]) for v in variants]
+    tiles = [(v.name, run_variant(v, lr, scale, inference).image[top:top + crop, left:left + crop]) for v in variants]
     tiles.append(("HR", hr[top:top + crop, left:left + crop]))
     zoom = 2
     sheet = Image.new("RGB", (len(tiles) * crop * zoom, crop * zoom + 14), "white")

@@ -1,11 +1,7 @@
-"""Small helpers every stage entry point shares: clean parameter errors, metrics files, atomic folders."""
+"""What every stage entry point shares: a fixed seed and clean errors."""
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-from contextlib import contextmanager
-from pathlib import Path
 
 from pipeline.data.images import ImageError
 from pipeline.params import ParamError
@@ -40,26 +36,3 @@ def run(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
-
-def write_json(path, data: dict):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-@contextmanager
-def atomic_dir(out):
-    """Yield a fresh temporary sibling of ``out``; it replaces ``out`` only if the block succeeds."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)

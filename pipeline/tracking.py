@@ -69,8 +69,11 @@ class Tracker:
         return self.mlflow is not None
 
     def log_metrics(self, metrics: dict, step: int | None = None):
+        """Numbers, and the numbers of nested dicts as ``outer/inner`` (e.g. ``budget_1/psnr``)."""
         if self.active:
-            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            clean.update({f"{k}/{m}": float(v) for k, d in metrics.items() if isinstance(d, dict)
+                          for m, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             self.mlflow.log_metrics(clean, step=step, synchronous=False)
 
     def log_artifact(self, path, folder: str | None = None):

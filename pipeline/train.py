@@ -1,9 +1,10 @@
 """The one training loop every stage uses: Accelerate around a plain PyTorch loop.
 
-A method brings an :class:`Objective` (its loss, and any extra modules such as a frozen teacher or a
-discriminator with its own optimizer); the loop does the rest: iteration counting, Adam with the
-papers' schedules, gradient accumulation and clipping, mixed precision, EMA, validation, checkpoints
-with automatic resume, the NaN guard, progress and tracking.
+A method brings an :class:`~pipeline.objective.Objective` (its loss, extra modules such as a
+discriminator with its own optimizer, what to optimise, which network it delivers); the loop does the
+rest: iteration counting, Adam with the papers' schedules, gradient accumulation and clipping, mixed
+precision, EMA, validation, checkpoints with automatic resume, the NaN guard, progress and tracking,
+and returns the trained network with its scores. Saving the deliverable is the stage's job.
 
 Resume state lives in ``ckpt_dir/latest`` (written atomically with ``save_state``) next to a
 fingerprint of the stage's params, its training data, the model's starting weights and the code of
@@ -27,38 +28,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.loader import PatchBatches, make_loader
+from pipeline.files import replace_dir
 from pipeline.imports import code_digest, entry_module
+from pipeline.objective import Objective
 from pipeline.params import Schedule, TrainConfig, as_flat_dict
 from pipeline.tracking import stage_run
-
-# ---- what a method plugs in -----------------------------------------------------------------------
-
-
-class Objective:
-    """L1 between SR and HR; subclasses override ``loss`` and may add modules/optimizers.
-
-    ``modules`` (e.g. a discriminator) and ``optimizers`` are prepared by Accelerate and saved in the
-    checkpoint; ``before_step`` runs once per optimizer step before the model's loss (e.g. a
-    discriminator update).
-    """
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {}
-
-    def before_step(self, accelerator, model, lr, hr, step: int) -> dict:
-        return {}
-
-    def loss(self, model, lr, hr, step: int) -> tuple[torch.Tensor, dict]:
-        loss = F.l1_loss(model(lr), hr)
-        return loss, {"l1": loss.detach()}
-
 
 # ---- schedules and EMA ----------------------------------------------------------------------------
 
@@ -206,12 +183,7 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, fp: dict, curve: "CurveLog | N
     if accelerator.is_main_process:
         (tmp / FINGERPRINT).write_text(json.dumps(fp, indent=1, sort_keys=True))
         curve.save(tmp / CurveLog.NAME)  # the curve so far, so a resumed or forced rerun plots it whole
-        old = ckpt_dir / "latest.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if latest.exists():
-            latest.rename(old)
-        tmp.rename(latest)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, latest)
     accelerator.wait_for_everyone()
 
 
@@ -267,25 +239,24 @@ def curve_path(stage: str) -> Path:
 
 @dataclass
 class TrainResult:
-    model: nn.Module  # the deliverable (EMA weights when EMA is on), unwrapped, on CPU
+    model: nn.Module  # the objective's deployed network (EMA weights when EMA is on), on the CPU, in eval
     steps: int
-    metrics: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # the last validation scores
+    run_id: str = ""  # this training's MLflow run ('' without tracking): tracking.log_to_run adds to it
+    is_main: bool = True  # only the main process saves outputs and logs
 
 
-def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str, params, ckpt_dir,
-          objective: Objective | None = None, validate: Callable[[nn.Module], dict] | None = None,
-          data_info: dict | None = None, trainable: Callable[[nn.Module], list] | None = None,
-          finish: Callable | None = None) -> TrainResult:
-    """Train ``model`` for ``cfg.max_steps`` optimizer steps; resumes from ``ckpt_dir`` when it matches.
+def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: Objective | None = None, *,
+          stage: str, params, ckpt_dir, data_info: dict | None = None,
+          validate: Callable[[nn.Module], dict] | None = None) -> TrainResult:
+    """Train ``model`` for ``cfg.max_steps`` optimizer steps under ``objective`` (default: L1); resume
+    from ``ckpt_dir`` when its checkpoint matches; return the deployed network and its scores.
 
-    ``validate(model) -> {"psnr": ..., ...}`` runs on the main process every ``val_every`` steps and at
-    the end. ``trainable(model)`` picks the parameters to optimise (default: all). ``finish(model,
-    metrics, tracker)`` runs on the main process inside the stage's MLflow run, to save and log the
-    deliverable.
-    """
+    ``validate(net) -> {"psnr": ..., ...}`` (e.g. :func:`pipeline.evaluate.validator`) scores the
+    objective's deployed network on the main process every ``val_every`` steps and at the end.
+    ``params`` (the stage's params section) and ``data_info`` enter the resume fingerprint."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm import tqdm
 
     objective = objective or Objective()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
@@ -295,117 +266,163 @@ def train(model: nn.Module, cfg: TrainConfig, data: PatchBatches, *, stage: str,
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(params, data_info or {}, weights_hash(model))
+    parts = _prepare(accelerator, model, cfg, objective)
+    state = TrainState()
+    for obj in [parts.schedule, state] + ([parts.ema] if parts.ema else []):
+        accelerator.register_for_checkpointing(obj)
+    _resume(accelerator, ckpt_dir / "latest", fp, state, stage)
 
-    params_to_train = (trainable or (lambda m: [p for p in m.parameters() if p.requires_grad]))(model)
-    if trainable is not None:  # frozen parts get no gradient at all (no wasted backward through them)
-        chosen = {id(p) for p in params_to_train}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in chosen)
-    optimizer = torch.optim.Adam(params_to_train, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    batches.rank = accelerator.process_index
+    loader = make_loader(batches, state.step * cfg.grad_accum, cfg.max_steps * cfg.grad_accum, cfg.num_workers)
+    curve = None
+    if accelerator.is_main_process:
+        curve = CurveLog(curve_path(stage), CurveLog.saved_rows(ckpt_dir / "latest", state.step) if state.step else [])
+    with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id) as tracker:
+        state.run_id = tracker.run_id or state.run_id
+        metrics = _loop(accelerator, parts, objective, loader, cfg, state, stage, ckpt_dir, fp, curve, tracker, validate)
+        final = copy.deepcopy(objective.deployed(parts.deliverable())).cpu().eval()
+        if accelerator.is_main_process and validate and not metrics:  # resumed a finished run: nothing validated
+            metrics = _numbers(validate(final))
+        accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(final, state.step, metrics, state.run_id, accelerator.is_main_process)
+
+
+@dataclass
+class _Parts:
+    """The prepared model, its optimizer and schedule, the EMA, and what the optimizer updates."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LambdaSchedule
+    ema: EMA | None
+    trained: list
+    unwrap: Callable
+
+    def deliverable(self) -> nn.Module:
+        return self.ema.model if self.ema else self.unwrap(self.model)
+
+
+def _prepare(accelerator, model: nn.Module, cfg: TrainConfig, objective: Objective) -> _Parts:
+    trained = objective.parameters(model)
+    chosen = {id(p) for p in trained}
+    for p in model.parameters():  # frozen parts get no gradient at all (no wasted backward through them)
+        p.requires_grad_(id(p) in chosen)
+    optimizer = torch.optim.Adam(trained, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     extras, extra_opts = objective.modules(), objective.optimizers()
     prepared = accelerator.prepare(model, optimizer, *extras.values(), *extra_opts.values())
-    model, optimizer = prepared[0], prepared[1]
-    objective_parts = dict(zip(list(extras) + list(extra_opts), prepared[2:]))
-    for name, part in objective_parts.items():
-        setattr(objective, name, part)
+    objective.prepared(**dict(zip(list(extras) + list(extra_opts), prepared[2:])))
     # The schedule is stepped by hand once per optimizer step: Accelerate's prepared scheduler would
     # step num_processes times per step and end an iteration-based schedule early.
-    schedule = LambdaSchedule(optimizer, cfg.lr, lr_factor(cfg.schedule, cfg.max_steps, cfg.lr))
-    ema = EMA(accelerator.unwrap_model(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
-    state = TrainState()
-    for obj in [schedule, state] + ([ema] if ema else []):
-        accelerator.register_for_checkpointing(obj)
+    schedule = LambdaSchedule(prepared[1], cfg.lr, lr_factor(cfg.schedule, cfg.max_steps, cfg.lr))
+    ema = EMA(accelerator.unwrap_model(prepared[0]), cfg.ema_decay) if cfg.ema_decay > 0 else None
+    return _Parts(prepared[0], prepared[1], schedule, ema, trained, accelerator.unwrap_model)
 
-    latest = ckpt_dir / "latest"
-    why = why_not_resumable(_saved_fingerprint(ckpt_dir), fp) if latest.exists() else "no checkpoint"
+
+def _resume(accelerator, latest: Path, fp: dict, state: TrainState, stage: str):
+    why = why_not_resumable(_saved_fingerprint(latest.parent), fp) if latest.exists() else "no checkpoint"
     if not why:
         accelerator.load_state(str(latest))
         accelerator.print(f"[{stage}] resuming from {latest} at step {state.step}")
     elif latest.exists():
         accelerator.print(f"[{stage}] starting fresh at step 0: the checkpoint in {latest} cannot be resumed ({why})")
 
-    data.rank = accelerator.process_index
-    accum = cfg.grad_accum
-    loader = make_loader(data, state.step * accum, cfg.max_steps * accum, cfg.num_workers)
-    deliverable = lambda: ema.model if ema else accelerator.unwrap_model(model)  # noqa: E731
-    metrics: dict = {}
-    curve = None
-    if accelerator.is_main_process:
-        curve = CurveLog(curve_path(stage), CurveLog.saved_rows(latest, state.step) if state.step else [])
 
-    with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id) as tracker:
-        state.run_id = tracker.run_id or state.run_id
-        bar = tqdm(total=cfg.max_steps, initial=state.step, desc=stage, unit="step",
-                   disable=not accelerator.is_main_process, dynamic_ncols=True)
-        model.train()
-        window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
-        logs_sum: dict[str, float] = {}
-        t_data = time.perf_counter()
-        for micro, (lr, hr) in enumerate(loader, start=state.step * accum):
-            lr, hr = lr.to(accelerator.device, non_blocking=True), hr.to(accelerator.device, non_blocking=True)
-            t_step = time.perf_counter()
-            window["data_time"] += t_step - t_data
-            last_micro = (micro + 1) % accum == 0
-            extra_logs = objective.before_step(accelerator, model, lr, hr, state.step) if micro % accum == 0 else {}
-            sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(model)
-            with sync:
-                with accelerator.autocast():
-                    loss, logs = objective.loss(model, lr, hr, state.step)
-                _check_finite(accelerator, loss, state.step, stage, ckpt_dir)
-                accelerator.backward(loss / accum)
-            for k, v in {**logs, **extra_logs}.items():
-                logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / accum
-            if not last_micro:
-                t_data = time.perf_counter()
-                continue
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(params_to_train, cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
-            if ema:
-                ema.update(accelerator.unwrap_model(model))
-            state.step += 1
-            window["step_time"] += time.perf_counter() - t_step
-            window["n"] += 1
-            bar.update(1)
+def _numbers(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
-            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-                n = max(window["n"], 1)
-                row = {k: v / n for k, v in logs_sum.items()}
-                row.update(lr=schedule.get_lr(), data_time=window["data_time"] / n, step_time=window["step_time"] / n)
-                bar.set_postfix(loss=f"{row.get('l1', next(iter(row.values()))):.4f}",
-                                data=f"{row['data_time'] * 1e3:.0f}ms", step=f"{row['step_time'] * 1e3:.0f}ms")
-                tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step=state.step)
-                if curve:
-                    curve.append({"step": state.step, **row})
-                window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
-                logs_sum = {}
-            if validate and (state.step % cfg.val_every == 0 or state.step == cfg.max_steps):
-                if accelerator.is_main_process:
-                    net = deliverable()
-                    was_training = net.training
-                    net.eval()
-                    metrics = {k: v for k, v in validate(net).items() if isinstance(v, (int, float))}
-                    net.train(was_training)
-                    tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=state.step)
-                    bar.write(f"[{stage}] step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                accelerator.wait_for_everyone()
-            if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps:
-                _save_checkpoint(accelerator, ckpt_dir, fp, curve)
+
+def _validate(validate, objective: Objective, net: nn.Module) -> dict:
+    was_training = net.training
+    net.eval()
+    try:
+        return _numbers(validate(objective.deployed(net)))
+    finally:
+        net.train(was_training)
+
+
+def _loop(accelerator, parts: _Parts, objective, loader, cfg, state, stage, ckpt_dir, fp, curve, tracker,
+          validate) -> dict:
+    """The optimizer steps from ``state.step`` to ``cfg.max_steps``; returns the last validation scores."""
+    from tqdm import tqdm
+
+    model, accum, metrics = parts.model, cfg.grad_accum, {}
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=stage, unit="step",
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    model.train()
+    window = _Window()
+    t_data = time.perf_counter()
+    for micro, (lr_img, hr_img) in enumerate(loader, start=state.step * accum):
+        lr_img, hr_img = lr_img.to(accelerator.device, non_blocking=True), hr_img.to(accelerator.device, non_blocking=True)
+        t_step = time.perf_counter()
+        window.data_time += t_step - t_data
+        last_micro = (micro + 1) % accum == 0
+        extra_logs = objective.before_step(accelerator, model, lr_img, hr_img, state.step) if micro % accum == 0 else {}
+        with contextlib.nullcontext() if last_micro else accelerator.no_sync(model):
+            with accelerator.autocast():
+                loss, logs = objective.loss(model, lr_img, hr_img, state.step)
+            _check_finite(accelerator, loss, state.step, stage, ckpt_dir)
+            accelerator.backward(loss / accum)
+        window.add({**logs, **extra_logs}, accum)
+        if not last_micro:
             t_data = time.perf_counter()
-        bar.close()
-        if state.step < cfg.max_steps:
-            raise RuntimeError(f"[{stage}] data stream ended at step {state.step} < max_steps {cfg.max_steps}")
-        final = copy.deepcopy(deliverable()).cpu().eval()
-        final.config = getattr(accelerator.unwrap_model(model), "config", None)
-        if accelerator.is_main_process and validate and not metrics:
-            metrics = {k: v for k, v in validate(final).items() if isinstance(v, (int, float))}
-        if accelerator.is_main_process and finish:
-            finish(final, metrics, tracker)
-        accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(final, state.step, metrics)
+            continue
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(parts.trained, cfg.grad_clip)
+        parts.optimizer.step()
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.schedule.step()
+        if parts.ema:
+            parts.ema.update(accelerator.unwrap_model(model))
+        state.step += 1
+        window.step(time.perf_counter() - t_step)
+        bar.update(1)
+        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+            _log(window.flush(parts.schedule.get_lr()), state.step, bar, tracker, curve)
+        if validate and (state.step % cfg.val_every == 0 or state.step == cfg.max_steps):
+            if accelerator.is_main_process:
+                metrics = _validate(validate, objective, parts.deliverable())
+                tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=state.step)
+                bar.write(f"[{stage}] step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            accelerator.wait_for_everyone()
+        if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps:
+            _save_checkpoint(accelerator, ckpt_dir, fp, curve)
+        t_data = time.perf_counter()
+    bar.close()
+    if state.step < cfg.max_steps:
+        raise RuntimeError(f"[{stage}] data stream ended at step {state.step} < max_steps {cfg.max_steps}")
+    return metrics
+
+
+class _Window:
+    """Sums of the logged values and timings over the steps since the last log line."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.data_time = self.step_time = 0.0
+        self.n = 0
+
+    def add(self, logs: dict, accum: int):
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) / accum
+
+    def step(self, seconds: float):
+        self.step_time += seconds
+        self.n += 1
+
+    def flush(self, lr: float) -> dict:
+        n = max(self.n, 1)
+        row = {k: v / n for k, v in self.sums.items()}
+        row.update(lr=lr, data_time=self.data_time / n, step_time=self.step_time / n)
+        self.__init__()
+        return row
+
+
+def _log(row: dict, step: int, bar, tracker, curve: CurveLog | None):
+    bar.set_postfix(loss=f"{row.get('l1', next(iter(row.values()))):.4f}",
+                    data=f"{row['data_time'] * 1e3:.0f}ms", step=f"{row['step_time'] * 1e3:.0f}ms")
+    tracker.log_metrics({f"train/{k}": v for k, v in row.items()}, step=step)
+    if curve:
+        curve.append({"step": step, **row})
 
 
 def _check_finite(accelerator, loss: torch.Tensor, step: int, stage: str, ckpt_dir: Path):

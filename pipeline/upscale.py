@@ -1,39 +1,131 @@
-"""Super-resolve an image with any saved model (ClassSR included).
+"""The one LR -> SR entry point: any saved model (ClassSR included) on a uint8 image, and its command.
 
     python -m pipeline.upscale models/classsr photo.png photo_x4.png [--budget 0.65]
     python -m pipeline.upscale models/teacher photo.png photo_x4.png [--tile 128]
+
+:func:`upscale` runs a plain model on the whole image or on overlapping tiles, and a ClassSR model
+patch-wise: patches are classified in one batch, then **each branch runs once per batch of its
+patches**; outputs are overlap-averaged by :mod:`pipeline.tiling`. ``budget`` (a fraction of the
+branch-O FLOPs, which the published code lacks) moves the least confident patches to cheaper branches
+until the class-weighted FLOPs fit. Validation in the training loop, the ``evaluate`` stage, the ClassSR
+stages and this command all call it.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from pipeline import models
-from pipeline.data.images import ImageError, read_image, write_png
-from pipeline.metrics import tensor_to_uint8, uint8_to_tensor
+from pipeline.metrics import count_macs, count_params, latency, tensor_to_uint8, uint8_to_tensor, wall_time
+from pipeline.tiling import merge, run_tiled, split
+
+CLASSIFIER_FLOPS_PER_PATCH = 7.4e6  # the constant in ClassSR's cal_FLOPs (7.60 M computed)
+# The pipeline's one cost convention (every stage's metrics and the evaluation table): FLOPs per 32x32
+# LR patch (ClassSR's unit, comparable across scales) and CPU latency on one 128x128 LR input.
+PATCH, LATENCY_SIDE = 32, 128
 
 
-def upscale(model, img, tile: int = 0, overlap: int = 8, budget: float = 1.0, patch: int = 32, stride: int = 28,
-            batch: int = 32):
-    """uint8 HWC in, uint8 HWC out. ClassSR runs patch-wise; other models whole-image or tiled."""
-    from pipeline.classsr import upscale_uint8
-    from pipeline.tiling import run_tiled
+@dataclass
+class Upscaled:
+    image: np.ndarray  # uint8 HxWx3 of the covered region
+    classes: np.ndarray | None = None  # ClassSR: the branch of each patch
+    flops_per_patch: float | None = None  # ClassSR: class-weighted branch FLOPs + classifier (cal_FLOPs)
 
+
+def is_classsr(model) -> bool:
+    return getattr(model, "config", {}).get("arch") == "classsr"
+
+
+def branch_flops(model, patch: int = 32) -> list[float]:
+    """FLOPs (2 x MACs) of each ClassSR branch on one ``patch`` x ``patch`` LR patch."""
+    return [2.0 * count_macs(b, (1, 3, patch, patch)) for b in model.branches]
+
+
+def apply_budget(probs: torch.Tensor, flops: list[float], budget: float) -> torch.Tensor:
+    """Classes by argmax, then the least confident patches step down to cheaper branches until the mean
+    branch FLOPs per patch <= budget x the most expensive branch's (branch-O) FLOPs."""
+    classes = probs.argmax(dim=1).clone()
+    if budget >= 1.0:
+        return classes
+    cost = torch.tensor(flops, dtype=torch.float64)
+    target = budget * cost.max() * len(classes)
+    confidence = probs.max(dim=1).values
+    order = torch.argsort(confidence)  # least confident first
+    while cost[classes].sum() > target and (classes > 0).any():
+        for i in order.tolist():
+            if classes[i] > 0:
+                classes[i] -= 1
+                if cost[classes].sum() <= target:
+                    break
+    return classes
+
+
+@torch.no_grad()
+def classsr_patchwise(model, lr: torch.Tensor, scale: int, patch: int, stride: int, budget: float, batch: int,
+                      flops: list[float], cover_all: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+    """ClassSR on one LR image (C, H, W) in [0, 1]: the SR of the covered region and each patch's class."""
+    tiles = split(lr, patch, stride, cover_all)
+    probs = torch.cat([torch.softmax(model.classifier(tiles.patches[i:i + batch]), 1)
+                       for i in range(0, len(tiles.patches), batch)])
+    classes = apply_budget(probs, flops, budget)
+    outputs = tiles.patches.new_zeros(len(classes), lr.shape[0], patch * scale, patch * scale)
+    for c, branch in enumerate(model.branches):
+        idx = torch.nonzero(classes == c).flatten()
+        for i in range(0, len(idx), batch):  # each branch once per batch of its own patches
+            chunk = idx[i:i + batch]
+            outputs[chunk] = branch(tiles.patches[chunk])
+    return merge(outputs, tiles, scale), classes.numpy()
+
+
+@torch.no_grad()
+def upscale(model, lr: np.ndarray, *, budget: float = 1.0, patch: int = 32, stride: int = 28, batch: int = 32,
+            tile: int = 0, overlap: int = 8, flops: list[float] | None = None, cover_all: bool = True) -> Upscaled:
+    """Super-resolve the uint8 HxWx3 image ``lr`` with ``model`` on the model's device.
+
+    ClassSR: patch-wise (``patch``/``stride``, ``batch`` patches per branch call) under the FLOPs
+    ``budget``; ``flops`` (its branch FLOPs) may be passed to save recounting them; ``cover_all=False``
+    is ClassSR's own grid, which drops the remainder. Other models: the whole image, or overlapping
+    ``tile`` x ``tile`` tiles (``batch`` per call) when ``tile`` > 0."""
     scale = model.config["scale"]
-    if model.config["arch"] == "classsr":
-        return upscale_uint8(model, img, scale, patch, stride, budget, batch)[0]
-    device = next(model.parameters()).device
-    lr = uint8_to_tensor(img)[0].to(device)
-    with torch.no_grad():
-        if tile:
-            return tensor_to_uint8(run_tiled(lambda x: model(x), lr, scale, tile, tile - overlap, batch=batch))
-        return tensor_to_uint8(model(lr[None])[0])
+    x = uint8_to_tensor(lr)[0].to(next(model.parameters()).device)
+    if is_classsr(model):
+        flops = flops or branch_flops(model, patch)
+        sr, classes = classsr_patchwise(model, x, scale, patch, stride, budget, batch, flops, cover_all)
+        counts = np.bincount(classes, minlength=len(flops))
+        mean_flops = float(np.dot(counts, flops) / counts.sum()) + CLASSIFIER_FLOPS_PER_PATCH
+        return Upscaled(tensor_to_uint8(sr), classes, mean_flops)
+    if tile:
+        return Upscaled(tensor_to_uint8(run_tiled(model, x, scale, tile, tile - overlap, batch=batch)))
+    return Upscaled(tensor_to_uint8(model(x[None])[0]))
+
+
+def cost(model, *, budget: float = 1.0, patch: int = PATCH, stride: int = 28, batch: int = 32,
+         probe: np.ndarray | None = None) -> dict:
+    """Params, FLOPs per 32x32 LR patch and median CPU latency: ``{params, flops_per_patch, cpu_latency_s}``.
+
+    Plain models: 2 x MACs of one patch, latency of one forward pass on a 128x128 LR input. ClassSR:
+    class-weighted branch FLOPs + the classifier's (ClassSR's cal_FLOPs) on the LR image ``probe``, and
+    the latency of :func:`upscale` on it (default: a seeded random 128x128 image), at ``budget``."""
+    model = model.eval()
+    if not is_classsr(model):
+        return {"params": count_params(model), "flops_per_patch": 2.0 * count_macs(model, (1, 3, PATCH, PATCH)),
+                "cpu_latency_s": latency(model, (1, 3, LATENCY_SIDE, LATENCY_SIDE))}
+    if probe is None:
+        probe = np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
+    flops = branch_flops(model, patch)
+    run = lambda: upscale(model, probe, budget=budget, patch=patch, stride=stride, batch=batch, flops=flops)  # noqa: E731
+    return {"params": count_params(model), "flops_per_patch": run().flops_per_patch,
+            "cpu_latency_s": wall_time(run, warmup=1, repeats=3)}
 
 
 def main(argv=None):
+    from pipeline import models
+    from pipeline.data.images import ImageError, read_image, write_png
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
     ap.add_argument("input")
@@ -49,7 +141,7 @@ def main(argv=None):
     except (FileNotFoundError, ImageError) as e:
         sys.exit(f"error: {e}")
     t0 = time.perf_counter()
-    out = upscale(model, img, args.tile, budget=args.budget, batch=args.batch)
+    out = upscale(model, img, tile=args.tile, budget=args.budget, batch=args.batch).image
     write_png(args.output, out)
     print(f"{args.input} {img.shape[1]}x{img.shape[0]} -> {args.output} {out.shape[1]}x{out.shape[0]} "
           f"({model.config['arch']}, {time.perf_counter() - t0:.2f} s)")

@@ -4,24 +4,16 @@ import numpy as np
 import torch
 
 from pipeline import models
-from pipeline.classsr import classify_psnr, tertile_thresholds
+from pipeline.data.classes import classify_psnr, rank_indices, tertile_thresholds
 from pipeline.data.shards import PairShards
+from pipeline.files import atomic_dir, write_json
 from pipeline.metrics import psnr_batch
-from pipeline.params import CLASS_NAMES, ClassifyPatches, load_section
-from pipeline.stage import atomic_dir, run, write_json
+from pipeline.params import CLASS_NAMES, load_section
+from pipeline.stage import run
 from pipeline.tracking import stage_run
 
 DATA, TEACHER, OUT = "data/classsr", "models/teacher", "data/classes"
 METRICS, PLOT = "metrics/classify_patches.json", "plots/classify_psnr_hist.csv"
-
-
-def rank_indices(n: int, rank: int, world: int) -> list[int]:
-    """Rank ``rank``'s contiguous share of ``range(n)``, padded with repeats of the last patch to
-    ceil(n / world), so every rank scores the same count and the gathered list, cut to ``n``, is in
-    patch order."""
-    per = -(-n // world)
-    own = list(range(rank * per, min((rank + 1) * per, n)))
-    return own + [n - 1] * (per - len(own))
 
 
 @torch.no_grad()
@@ -40,7 +32,7 @@ def score_patches(model, shards, indices, batch_size, device) -> np.ndarray:
 def main():
     from accelerate import Accelerator
 
-    cfg = load_section("classify_patches", ClassifyPatches)
+    cfg = load_section("classify_patches")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     teacher = models.load(TEACHER, accelerator.device).eval()
     shards = PairShards(DATA, teacher.config["scale"])

@@ -5,37 +5,33 @@ from pathlib import Path
 
 from pipeline import models
 from pipeline.evaluate import test_pairs
-from pipeline.params import Evaluate, load_section
-from pipeline.report import (as_metrics, bicubic_variant, classsr_variant, crops_figure, markdown_table,
-                             model_variant, plot_pareto, score_all)
-from pipeline.stage import run, write_json
+from pipeline.files import write_json
+from pipeline.params import load_section
+from pipeline.report import as_metrics, crops_figure, markdown_table, plot_pareto, score_all, variant
+from pipeline.stage import run
 from pipeline.tracking import stage_run
 
 TEST, METRICS, TABLE = "data/test", "metrics/evaluate.json", "reports/results.md"
 PARETO, CROPS = "plots/pareto.png", "plots/crops.png"
 
 
-def collect_variants(cfg: Evaluate):
-    variants = [bicubic_variant(cfg.scale)]
+def collect_variants(cfg):
+    variants = [variant("bicubic")]
     if cfg.official_erfdn and Path(cfg.official_erfdn).is_file():
-        variants.append(model_variant("E-RFDN official (AIM 2020)", models.import_official("erfdn", cfg.official_erfdn)))
-    for name, folder in cfg.models.items():
-        if Path(folder).is_dir():
-            variants.append(model_variant(name, models.load(folder)))
+        variants.append(variant("E-RFDN official (AIM 2020)", models.import_official("erfdn", cfg.official_erfdn)))
+    variants += [variant(name, models.load(folder)) for name, folder in cfg.models.items() if Path(folder).is_dir()]
     for name, folder in cfg.classsr.items():
         if Path(folder).is_dir():
             model = models.load(folder)
-            for b in cfg.budgets:
-                variants.append(classsr_variant(f"{name}@{b:g}", model, cfg.scale, b, cfg.patch, cfg.stride,
-                                                cfg.infer_batch))
+            variants += [variant(f"{name}@{b:g}", model, b, cfg.inference) for b in cfg.inference.budgets]
     return variants
 
 
 def main():
-    cfg = load_section("evaluate", Evaluate)
+    cfg = load_section("evaluate")
     with stage_run("evaluate", cfg) as tracker:
         variants = collect_variants(cfg)
-        sets = score_all(variants, TEST, cfg.scale)
+        sets = score_all(variants, TEST, cfg.scale, cfg.inference, cfg.pareto_set)
         metrics = {v.name: as_metrics(v) for v in variants}
         table = markdown_table(variants, sets)
         Path(TABLE).parent.mkdir(exist_ok=True)
@@ -43,7 +39,7 @@ def main():
         Path(PARETO).parent.mkdir(exist_ok=True)
         front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO)
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
-        crops_figure(variants, test_pairs(Path(TEST) / crops_set, cfg.scale)[0], cfg.scale, CROPS)
+        crops_figure(variants, test_pairs(Path(TEST) / crops_set, cfg.scale)[0], cfg.scale, cfg.inference, CROPS)
         write_json(METRICS, {"variants": metrics, "pareto_front": front})
         print(table)
         for v in variants:

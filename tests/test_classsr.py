@@ -4,10 +4,21 @@ import pytest
 import torch
 
 from pipeline import models
-from pipeline.classsr import apply_budget, branch_flops, classify_psnr, classsr_upscale, tertile_thresholds
+from pipeline.data.classes import classify_psnr, rank_indices, tertile_thresholds
+from pipeline.methods.classsr import average_loss, cheapest_adequate_branch, class_loss, with_branch
 from pipeline.metrics import count_macs, count_params
-from pipeline.models.classsr import Classifier, average_loss, class_loss
+from pipeline.models.classsr import Classifier
 from pipeline.tiling import merge, positions, run_tiled, split
+from pipeline.upscale import apply_budget, branch_flops, classsr_patchwise, upscale
+
+
+def patchwise(model, lr, budget=1.0, batch=32):
+    """ClassSR's tensor-level inference, as the entry point runs it: (SR, classes)."""
+    return classsr_patchwise(model, lr, 4, 32, 28, budget, batch, branch_flops(model))
+
+
+def image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_classifier_matches_official():
@@ -73,13 +84,11 @@ def test_images_smaller_than_a_patch_are_padded_and_cropped_back():
         out = run_tiled(nearest, img, 4, 32, 28, cover_all=cover_all)
         expected_w = 45 if cover_all else 32  # ClassSR's grid drops the remainder of the long side
         assert torch.allclose(out, nearest(img)[:, :, :expected_w * 4], atol=1e-6)
-    sr = classsr_upscale(tiny_classsr(), torch.rand(3, 12, 30), 4)
-    assert sr.sr.shape == (3, 48, 120) and len(sr.classes) == 1
+    out = upscale(tiny_classsr(), image(12, 30))
+    assert out.image.shape == (48, 120, 3) and len(out.classes) == 1
 
 
 def test_routing_target_is_the_cheapest_branch_within_tolerance():
-    from stages.finetune_classsr import cheapest_adequate_branch
-
     hr = torch.full((3, 3, 8, 8), 0.5)
     # per patch, branch outputs off by these amounts: PSNR = -20 log10(err)
     errs = [[0.02, 0.011, 0.01], [0.0101, 0.0101, 0.01], [0.05, 0.0105, 0.01]]
@@ -99,7 +108,7 @@ def tiny_classsr():
 def test_batched_per_class_equals_per_patch_inference():
     model = tiny_classsr()
     lr = torch.rand(3, 70, 90)
-    batched = classsr_upscale(model, lr, 4, batch=7)
+    batched_sr, batched_classes = patchwise(model, lr, batch=7)
     tiles = split(lr, 32, 28)
     per_patch = []
     with torch.no_grad():
@@ -107,8 +116,8 @@ def test_batched_per_class_equals_per_patch_inference():
             c = model.classifier(p[None]).argmax(1).item()
             per_patch.append(model.branches[c](p[None])[0])
     reference = merge(torch.stack(per_patch), tiles, 4)
-    assert torch.allclose(batched.sr, reference, atol=1e-5)
-    assert len(batched.classes) == len(tiles.boxes)
+    assert torch.allclose(batched_sr, reference, atol=1e-5)
+    assert len(batched_classes) == len(tiles.boxes)
 
 
 def test_budget_moves_least_confident_patches_to_cheaper_branches():
@@ -119,8 +128,8 @@ def test_budget_moves_least_confident_patches_to_cheaper_branches():
     assert sum(flops[c] for c in classes) <= 0.6 * 4 * len(classes)
     assert classes[1] < 2 and classes[0] == 2  # the least confident hard patch moved first
     model = tiny_classsr()
-    full = classsr_upscale(model, torch.rand(3, 64, 64), 4)
-    half = classsr_upscale(model, torch.rand(3, 64, 64), 4, budget=0.5)
+    full = upscale(model, image(64, 64))
+    half = upscale(model, image(64, 64), budget=0.5)
     fl = branch_flops(model)
     # the budget holds when it is feasible; otherwise every patch goes to the cheapest branch
     assert half.flops_per_patch - 7.4e6 <= max(0.5 * fl[-1], fl[0]) + 1e-6
@@ -148,25 +157,26 @@ def test_upscale_command_runs_classsr_and_plain_models(tmp_path):
 
 def test_classsr_with_a_ghost_branch_saves_and_reloads(tmp_path):
     """The composition stage's model: a ClassSR whose hard branch is a finalized Ghost model."""
-    import copy
-
-    from pipeline.ghost import convert, exported_config, finalize
-    from stages.compose_classsr import with_branch
+    from pipeline.methods.ghost import convert, export
 
     torch.manual_seed(0)
     model = models.build("classsr", 4, branch_arch="msrresnet", branches=[{"nf": 4, "nb": 1}, {"nf": 6, "nb": 1},
                                                                           {"nf": 8, "nb": 1}]).eval()
     hard = model.branches[2]
-    ghost = convert(copy.deepcopy(hard), 0.5)
-    config = exported_config(ghost, hard.config, 0.5, 1, "gumbel", False)
-    ghost = finalize(ghost).eval()
-    ghost.config = config
+    ghost = export(convert(hard, 0.5), hard.config, 0.5, 1, "gumbel", False)
     composed = with_branch(model, 2, ghost)
     assert composed.config["kwargs"]["branch_archs"] == ["msrresnet", "msrresnet", "ghost"]
     models.save(composed, tmp_path / "composed")
     reloaded = models.load(tmp_path / "composed").eval()
     lr = torch.rand(3, 40, 50)
-    a, b = classsr_upscale(composed, lr, 4), classsr_upscale(reloaded, lr, 4)
-    assert torch.allclose(a.sr, b.sr, atol=1e-6) and (a.classes == b.classes).all()
+    (a, a_classes), (b, b_classes) = patchwise(composed.eval(), lr), patchwise(reloaded, lr)
+    assert torch.allclose(a, b, atol=1e-6) and (a_classes == b_classes).all()
     assert branch_flops(reloaded)[2] < branch_flops(model)[2]  # the Ghost branch is cheaper
     assert model.branches[2] is hard  # the source ClassSR is left as it was
+
+
+def test_rank_shares_cover_every_patch_once_in_order():
+    for n, world in [(11, 2), (10, 3), (2, 4), (7, 1)]:
+        shares = [rank_indices(n, r, world) for r in range(world)]
+        assert len({len(s) for s in shares}) == 1  # equal counts: all_gather needs them
+        assert [i for s in shares for i in s][:n] == list(range(n))

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from pipeline import models
-from pipeline.losses.contrastive import ContrastiveLoss, FeatureStages, load_vgg19_state, teacher_embedding, vgg19_features
+from pipeline.methods.csd import (ContrastiveLoss, FeatureStages, forward_at_width, load_vgg19_state, slim,
+                                  teacher_embedding, vgg19_features)
 from pipeline.metrics import count_params
-from pipeline.models.slim import forward_at_width, slim
 
 
 @pytest.mark.parametrize("width, expected", [(1.0, 43_089_923), (0.5, 10_780_675), (0.25, 2_699_267)])
@@ -80,7 +80,7 @@ def test_vgg19_loads_a_local_torchvision_format_file(tmp_path):
 
     state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
     save_file(state, str(tmp_path / "vgg19.safetensors"))
-    from pipeline.losses.contrastive import vgg19_embedding
+    from pipeline.methods.csd import vgg19_embedding
 
     emb = vgg19_embedding(str(tmp_path / "vgg19.safetensors"), "x")
     assert [f.shape[1] for f in emb(torch.rand(1, 3, 32, 32))] == [64, 128, 256, 512, 512]

@@ -1,19 +1,18 @@
-"""GhostSR: official structure count, shifts, k-means, conversion identity, finalized export."""
-import copy
-
+"""GhostSR: official structure count, shifts, k-means, conversion identity, the deployment form."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline import models
-from pipeline.ghost import OFFSETS, GhostConv, convert, finalize, ghost_layers, ghost_modules, kmeans, shift
+from pipeline.methods.ghost import convert, export, kmeans
+from pipeline.models.ghost import OFFSETS, GhostConv, ghost_layers, ghost_modules, ghostify, reparameterize, shift
 from pipeline.metrics import count_params
 
 
 def test_edsr_x2_ghost_matches_official_structure_count():
     m = models.build("edsr", 2, n_resblocks=32, n_feats=256, res_scale=0.1)
     plan = {n: {"intrinsic": list(range(128)), "ghost_src": list(range(128))} for n in ghost_layers(m)}
-    convert(m, 0.5, plan=plan)
+    ghostify(m, plan)
     assert len(ghost_layers(models.build("edsr", 2, n_resblocks=32, n_feats=256))) == 64
     assert count_params(m) == 21_847_619  # intrinsic convs + 9 shift weights per module
 
@@ -43,7 +42,7 @@ def small_net():
 
 def test_ratio_one_computes_the_source_function():
     src = small_net()
-    ghost = convert(copy.deepcopy(src), ratio=1.0).eval()
+    ghost = convert(src, ratio=1.0).eval()
     assert all(len(m.ghost_src) == 0 for m in ghost_modules(ghost))
     x = torch.rand(1, 3, 12, 12)
     assert torch.allclose(ghost(x), src(x), atol=1e-6)
@@ -58,14 +57,14 @@ def test_duplicate_filters_convert_exactly_at_ratio_half():
             conv = src.get_submodule(name)
             conv.weight[4:] = conv.weight[:4]
             conv.bias[4:] = conv.bias[:4]
-    ghost = convert(copy.deepcopy(src), ratio=0.5).eval()
+    ghost = convert(src, ratio=0.5).eval()
     x = torch.rand(1, 3, 12, 12)
     assert torch.allclose(ghost(x), src(x), atol=1e-5)
     assert count_params(ghost) < count_params(src)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_finalized_equals_training_forward_with_hard_shifts(per_channel):
+def test_reparameterized_equals_training_forward_with_hard_shifts(per_channel):
     net = convert(small_net(), 0.5, per_channel=per_channel)
     with torch.no_grad():
         for m in ghost_modules(net):
@@ -73,7 +72,7 @@ def test_finalized_equals_training_forward_with_hard_shifts(per_channel):
     net.eval()  # hard one-hot kernels through the depthwise conv
     x = torch.rand(2, 3, 10, 13)
     hard = net(x)
-    finalize(net)
+    reparameterize(net)
     assert not any(isinstance(mod, torch.nn.Conv2d) and mod.groups > 1 for mod in net.modules())
     assert torch.allclose(net(x), hard, atol=1e-6)
 
@@ -86,12 +85,22 @@ def test_shift_logits_receive_gradient_in_training(mode):
     assert g.shift_logits.grad is not None and g.shift_logits.grad.abs().sum() > 0
 
 
-def test_saved_ghost_model_reloads(tmp_path):
-    net = finalize(convert(small_net(), 0.5)).eval()
-    net.config = {"arch": "ghost", "scale": 4, "kwargs": {
-        "source": {"arch": "msrresnet", "kwargs": {"nf": 8, "nb": 2}}, "ratio": 0.5, "plan": net.ghost_plan,
-        "shifts": {n: [list(o) for o in m.fixed] for n, m in zip(net.ghost_plan, ghost_modules(net))}}}
-    models.save(net, tmp_path / "g")
-    loaded = models.load(tmp_path / "g").eval()
+def test_exported_ghost_model_equals_the_trained_one_and_reloads(tmp_path):
+    src = small_net()
+    net = convert(src, 0.5)
+    with torch.no_grad():
+        for m in ghost_modules(net):
+            m.shift_logits.normal_()  # arbitrary learned shifts
+    net.eval()
+    exported = export(net, src.config, 0.5, 1, "gumbel", False)
+    assert exported.config["arch"] == "ghost" and exported.config["kwargs"]["source"]["arch"] == "msrresnet"
     x = torch.rand(1, 3, 9, 9)
-    assert torch.equal(loaded(x), net(x))
+    assert torch.allclose(exported(x), net(x), atol=1e-6)
+    models.save(exported, tmp_path / "g")
+    loaded = models.load(tmp_path / "g").eval()
+    assert torch.equal(loaded(x), exported(x))
+
+
+def test_a_network_without_residual_blocks_is_refused():
+    with pytest.raises(ValueError, match="no residual-block convs"):
+        convert(models.build("fsrcnn", 4, d=8), 0.5)

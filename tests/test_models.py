@@ -61,11 +61,12 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "assets/weights/e-rfdn-aim2020-x
 
 def test_official_erfdn_reproduces_published_psnr():
     from pipeline.data.images import bicubic_downscale, mod_crop
-    from pipeline.evaluate import score, super_resolve
+    from pipeline.evaluate import score
+    from pipeline.upscale import upscale
 
     model = models.import_official("erfdn", WEIGHTS).eval()
     assert count_params(model) == 433_448
     for name, expected in [("chelsea", 32.46), ("coffee", 29.59), ("astronaut", 30.32)]:
         hr = mod_crop(photo(name), 4)
-        sr = super_resolve(model, bicubic_downscale(hr, 4))
+        sr = upscale(model, bicubic_downscale(hr, 4)).image
         assert abs(score(sr, hr, 4)["psnr"] - expected) <= 0.01, name

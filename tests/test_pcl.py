@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline import models
-from pipeline.losses.pcl import WaveletDiscriminator, blurred, dual_contrastive_d_loss, haar_high_bands, info_nce, sharpened
+from pipeline.methods.pcl import (PCLObjective, WaveletDiscriminator, blurred, dual_contrastive_d_loss, haar_high_bands,
+                                  info_nce, sharpened)
 from pipeline.metrics import count_params
 from pipeline.params import DistillPCL, TrainConfig
 
@@ -51,8 +52,6 @@ def test_augmentations_follow_the_paper_ranges():
 
 @pytest.mark.parametrize("cl_grad", [True, False])
 def test_cl_grad_switch_controls_gradient_into_the_sr_network(cl_grad):
-    from stages.distill_pcl import PCLObjective
-
     cfg = DistillPCL(cl_grad=cl_grad, train=TrainConfig(batch_size=2))
     objective = PCLObjective(cfg, 4)
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ def test_pareto_front_keeps_only_non_dominated_variants():
 
 
 def test_markdown_table_has_a_row_per_variant_and_a_column_per_set():
-    vs = [Variant("bicubic", lambda x: x, 0, 0.0, float("nan"), {"Set5": {"psnr": 28.431, "ssim": 0.8113}}),
-          Variant("net", lambda x: x, 1234, 2e9, 0.05, {"Set5": {"psnr": 30.0, "ssim": 0.85}})]
+    vs = [Variant("bicubic", scores={"Set5": {"psnr": 28.431, "ssim": 0.8113}}),
+          Variant("net", None, 1.0, 1234, 2e9, 0.05, {"Set5": {"psnr": 30.0, "ssim": 0.85}})]
     table = markdown_table(vs, ["Set5"])
     lines = table.strip().splitlines()
     assert len(lines) == 4 and "Set5 PSNR / SSIM" in lines[0]

@@ -12,7 +12,8 @@ from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.params import PretrainTeacher, load_section
-from pipeline.train import Objective, train, lr_factor
+from pipeline.objective import Objective
+from pipeline.train import lr_factor, train
 from pipeline.params import Schedule
 from tiny import make_tiny_project
 

@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.data.images import ImageError, bicubic_downscale, mod_crop, to_float, to_uint8
 from pipeline.data.sources import ImageRef
 from pipeline.data.workers import parallel_map
+from pipeline.files import atomic_dir
 
 
 def window_starts(length: int, crop: int, step: int, thresh: int) -> list[int]:
@@ -101,43 +102,35 @@ def write_shards(refs: list[ImageRef], spec: ExtractSpec, out_dir, shard_mb: int
     """Extract every image's sub-images into ``out_dir`` atomically; returns the info written."""
     import datasets
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     features = datasets.Features({"image": datasets.Value("string"), "top": datasets.Value("int32"),
                                   "left": datasets.Value("int32"), "hr": datasets.Value("binary"),
                                   **{f"lr_x{s}": datasets.Value("binary") for s in spec.scales}})
     fingerprint = json.dumps([[r.name, r.path, list(r.hub)] for r in refs] + [vars(spec)], sort_keys=True)
-    notes_file = tmp / "skipped.txt"
-    notes_file.touch()
-    try:
-        ds = datasets.Dataset.from_generator(
-            _row_generator, features=features, cache_dir=str(tmp / "cache"),
-            gen_kwargs={"refs": refs, "spec": spec, "num_workers": num_workers, "notes_file": str(notes_file),
-                        "fingerprint": fingerprint})
-    except ValueError as e:  # datasets refuses an empty split
-        if "corresponds to no data" not in str(e):
-            raise
-        ds = []
-    skipped = notes_file.read_text().splitlines()
-    notes_file.unlink()
-    if len(ds) == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ImageError(f"no sub-images were extracted from source '{source}' "
-                         f"({len(skipped)} images skipped: {skipped[:3]})")
-    ds.save_to_disk(str(tmp / "arrow"), max_shard_size=f"{shard_mb}MB")
-    del ds
-    shutil.rmtree(tmp / "cache")
-    info = {"source": source, "num_images": len(refs), "num_skipped": len(skipped),
-            "skipped": skipped, "scales": spec.scales, "crop_size": spec.crop_size,
-            "step": spec.step, "thresh_size": spec.thresh_size, "rescales": spec.rescales}
-    (tmp / "info.json").write_text(json.dumps(info, indent=1))
-    num_rows = len(datasets.load_from_disk(str(tmp / "arrow")))
-    info["num_subimages"] = num_rows
-    (tmp / "info.json").write_text(json.dumps(info, indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        notes_file = tmp / "skipped.txt"
+        notes_file.touch()
+        try:
+            ds = datasets.Dataset.from_generator(
+                _row_generator, features=features, cache_dir=str(tmp / "cache"),
+                gen_kwargs={"refs": refs, "spec": spec, "num_workers": num_workers, "notes_file": str(notes_file),
+                            "fingerprint": fingerprint})
+        except ValueError as e:  # datasets refuses an empty split
+            if "corresponds to no data" not in str(e):
+                raise
+            ds = []
+        skipped = notes_file.read_text().splitlines()
+        notes_file.unlink()
+        if len(ds) == 0:
+            raise ImageError(f"no sub-images were extracted from source '{source}' "
+                             f"({len(skipped)} images skipped: {skipped[:3]})")
+        ds.save_to_disk(str(tmp / "arrow"), max_shard_size=f"{shard_mb}MB")
+        del ds
+        shutil.rmtree(tmp / "cache")
+        info = {"source": source, "num_images": len(refs), "num_skipped": len(skipped),
+                "skipped": skipped, "scales": spec.scales, "crop_size": spec.crop_size,
+                "step": spec.step, "thresh_size": spec.thresh_size, "rescales": spec.rescales}
+        info["num_subimages"] = len(datasets.load_from_disk(str(tmp / "arrow")))
+        (tmp / "info.json").write_text(json.dumps(info, indent=1))
     return info
 
 

@@ -12,9 +12,12 @@ from pathlib import Path
 
 from torch import nn
 
+from pipeline.files import atomic_dir
 from pipeline.models.carn import CARNM
+from pipeline.models.classsr import ClassSR
 from pipeline.models.edsr import EDSR
 from pipeline.models.fsrcnn import FSRCNN
+from pipeline.models.ghost import ghost_modules, ghostify
 from pipeline.models.msrresnet import MSRResNet
 from pipeline.models.rcan import RCAN
 from pipeline.models.rfdn import RFDN
@@ -25,19 +28,15 @@ ARCHS = {"fsrcnn": FSRCNN, "msrresnet": MSRResNet, "carn_m": CARNM, "rcan": RCAN
 def _classsr(scale: int, branch_arch: str, branches: list[dict], branch_archs: list[str] | None = None) -> nn.Module:
     """ClassSR over ``branches`` (constructor kwargs, cheapest first) of ``branch_arch``; ``branch_archs``
     names each branch's architecture when they differ (e.g. a composed Ghost hard branch)."""
-    from pipeline.models.classsr import ClassSR
-
     archs = branch_archs or [branch_arch] * len(branches)
     return ClassSR([build(arch, scale, **kw) for arch, kw in zip(archs, branches)])
 
 
 def _ghost(scale: int, source: dict, ratio: float, plan: dict, shifts: dict, d: int = 1, mode: str = "gumbel",
            per_channel: bool = False) -> nn.Module:
-    """A finalized GhostSR model: the source architecture with its saved Ghost plan and fixed shifts."""
-    from pipeline.ghost import convert, ghost_modules
-
-    model = convert(build(source["arch"], scale, **source["kwargs"]), ratio, list(plan), d, mode, per_channel,
-                    plan=plan)
+    """A GhostSR model in its deployment form: the source architecture with its Ghost plan and fixed
+    shifts (``ratio`` is recorded, the plan holds the structure)."""
+    model = ghostify(build(source["arch"], scale, **source["kwargs"]), plan, d, mode, per_channel)
     for name, m in zip(plan, ghost_modules(model)):
         m.fixed = [tuple(o) for o in shifts[name]]
     return model
@@ -55,21 +54,14 @@ def build(name: str, scale: int = 4, **kwargs) -> nn.Module:
 
 
 def save(model: nn.Module, folder) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created; replaced atomically)."""
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (replaced atomically)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(model.config, indent=1, sort_keys=True))
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    with atomic_dir(folder) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(model.config, indent=1, sort_keys=True))
+    return Path(folder)
 
 
 def read_config(folder) -> dict:
@@ -115,7 +107,3 @@ def init_model(spec_arch: str, scale: int, kwargs: dict, init_from: str = "") ->
             raise ValueError(f"init_from {init_from}: weights do not fit {spec_arch} {kwargs} "
                              f"(missing {missing.missing_keys[:3]}, unexpected {missing.unexpected_keys[:3]})")
     return model
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

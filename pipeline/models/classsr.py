@@ -1,6 +1,7 @@
 """ClassSR (Kong et al., CVPR 2021): a Class-Module routes each 32x32 LR patch to one of three SR
 branches of increasing cost. Training blends the branches by the class probabilities; inference picks
-one branch per patch (see pipeline.classsr for tiling, batching and the FLOPs budget)."""
+one branch per patch (patch-wise inference with a FLOPs budget: pipeline.upscale; the training objective
+and losses: pipeline.methods.classsr)."""
 from __future__ import annotations
 
 import torch
@@ -42,17 +43,3 @@ class ClassSR(nn.Module):
         if return_branches:
             return sr, probs, srs
         return (sr, probs) if return_probs else sr
-
-
-def class_loss(probs: torch.Tensor) -> torch.Tensor:
-    """ClassSR's Class-Loss as in the code: mean over samples of (M-1) - sum_{i<j} |p_i - p_j|."""
-    m = probs.shape[1]
-    diffs = sum((probs[:, i] - probs[:, j]).abs() for i in range(m) for j in range(i + 1, m))
-    return (m - 1 - diffs).mean()
-
-
-def average_loss(probs: torch.Tensor) -> torch.Tensor:
-    """ClassSR's Average-Loss with the code's normaliser: sum_c |sum_i p_ic - n/M| / ((n/M) * 4)."""
-    n, m = probs.shape
-    target = n / m
-    return (probs.sum(dim=0) - target).abs().sum() / (target * 4)

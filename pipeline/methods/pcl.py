@@ -1,4 +1,4 @@
-"""PCL (Wu et al., TNNLS 2023): contrastive learning with a learned embedding.
+"""PCL (Wu et al., TNNLS 2023): contrastive learning with a learned embedding, and its objective.
 
 Positives: HR and K sharpened HRs (kornia sharpness, factor ~ U[0.5, 3)). Negatives: the bicubic-
 upsampled LR and K Gaussian-blurred HRs (odd kernels 3-11, sigma ~ U[0.1, 2)). The embedding is a
@@ -13,6 +13,8 @@ import random
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.objective import Objective
 
 DISC_CHANNELS = [(9, 64, 1), (64, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2),
                  (256, 512, 1), (512, 512, 2)]
@@ -93,3 +95,70 @@ def blurred(hr: torch.Tensor, k: int, sizes: list[int], sigma: tuple[float, floa
         sig = torch.tensor([[gen.uniform(*sigma), gen.uniform(*sigma)]], device=hr.device, dtype=hr.dtype)
         out.append(kornia.filters.gaussian_blur2d(hr, ks, sig.expand(len(hr), 2)))
     return out
+
+
+class PCLObjective(Objective):
+    """L1 + alpha * InfoNCE in the embedding of a wavelet discriminator that is itself trained each step
+    with the dual contrastive loss (``cfg``: a DistillPCL params section)."""
+
+    def __init__(self, cfg, scale: int):
+        self.cfg, self.scale = cfg, scale
+        self.discriminator = WaveletDiscriminator()
+        self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+
+    def modules(self):
+        return {"discriminator": self.discriminator}
+
+    def optimizers(self):
+        return {"d_opt": self.d_opt}
+
+    def prepared(self, discriminator, d_opt):
+        self.discriminator, self.d_opt = discriminator, d_opt
+
+    def samples(self, lr, hr, step):
+        gen = random.Random(self.cfg.train.seed * 1_000_003 + step)
+        positives = [hr] + sharpened(hr, self.cfg.num_aug, *self.cfg.sharp_range, gen)
+        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=True).clamp(0, 1)
+        negatives = [up] + blurred(hr, self.cfg.num_aug, self.cfg.blur_kernels, tuple(self.cfg.blur_sigma), gen)
+        return positives, negatives
+
+    def before_step(self, accelerator, model, lr_img, hr_img, step):
+        with torch.no_grad():
+            sr = model(lr_img).clamp(0, 1)
+            positives, negatives = self.samples(lr_img, hr_img, step)
+        d = self.discriminator
+        d.train()
+        real = [d(x)[0] for x in positives]
+        fake = [d(x)[0] for x in [sr] + negatives]
+        loss = dual_contrastive_d_loss(real, fake)
+        self.d_opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        self.d_opt.step()
+        self._cache = (step, positives, negatives)
+        return {"d_loss": loss.detach()}
+
+    def contrastive(self, sr, positives, negatives):
+        """CL of the SR batch; gradients reach the SR network only when cl_grad is on."""
+        d = getattr(self.discriminator, "module", self.discriminator)  # frozen for this term
+        d.eval()
+        layers = tuple(self.cfg.layers)
+        with torch.set_grad_enabled(self.cfg.cl_grad and torch.is_grad_enabled()):
+            f_sr = d(sr, layers)[1]
+        with torch.no_grad():
+            f_pos = [d(x, layers)[1] for x in positives]
+            f_neg = [d(x, layers)[1] for x in negatives]
+        d.train()
+        return torch.stack([info_nce(f_sr[i], [f[i] for f in f_pos], [f[i] for f in f_neg])
+                            for i in range(len(layers))]).mean()
+
+    def loss(self, model, lr_img, hr_img, step):
+        sr = model(lr_img)
+        cached_step, positives, negatives = getattr(self, "_cache", (None, None, None))
+        if cached_step != step:
+            positives, negatives = self.samples(lr_img, hr_img, step)
+        d = getattr(self.discriminator, "module", self.discriminator)
+        d.requires_grad_(False)
+        cl = self.contrastive(sr, positives, negatives)
+        d.requires_grad_(True)
+        l1 = F.l1_loss(sr, hr_img)
+        return l1 + self.cfg.alpha * cl, {"l1": l1.detach(), "contrastive": cl.detach()}

@@ -1,17 +1,14 @@
-"""GhostSR (Nie et al., TMLR 2022): half of a conv's output channels ("ghost" features) are shifted
-copies of the other half ("intrinsic" features), so the layer costs about half.
+"""GhostSR's layer (Nie et al., TMLR 2022): part of a conv's output channels ("ghost" features) are
+shifted copies of the others ("intrinsic" features), so the layer costs about ``ratio`` of the conv.
 
-- :func:`convert` turns the body convs of residual blocks into :class:`GhostConv`. The intrinsic
-  filters are chosen by k-means over the layer's pretrained filters (the member nearest each centroid
-  is kept, with its pretrained weights); each remaining channel becomes a ghost of its cluster's
-  intrinsic channel. Outputs keep the source's channel order (the permutation lives in the module),
-  so the next layer and the residual additions need no change and the converted network starts close
-  to the source (exactly equal at ratio 1, or with identity shifts and duplicate filters).
-- The shift is one of 9 offsets (8 directions at distance ``d`` and the identity, zero fill), learned
-  per layer (``per_channel`` as an option) by a Gumbel-Softmax with annealed temperature (the paper)
-  or by the released code's straight-through ``argmax |w + noise|`` (``mode='ste'``).
-- :func:`finalize` fixes the shifts: the exported module shifts by slicing with zero fill — a memory
-  operation, no depthwise conv left.
+This file is the architecture: :class:`GhostConv`, :func:`ghostify` (a network with the given convs
+replaced by GhostConvs, from a saved plan) and :func:`reparameterize` (the deployment form, timm style:
+shifts fixed and applied by slicing). How the plan is chosen (k-means over pretrained filters) and how
+the shifts are learned is GhostSR's method: :mod:`pipeline.methods.ghost`.
+
+The shift is one of 9 offsets (8 directions at distance ``d`` and the identity, zero fill), learned per
+layer (``per_channel`` as an option) by a Gumbel-Softmax with annealed temperature (the paper) or by
+the released code's straight-through ``argmax |w + noise|`` (``mode='ste'``).
 """
 from __future__ import annotations
 
@@ -20,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.models.common import ResBlock
 
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # index 4 is the identity
 
@@ -47,34 +46,6 @@ def shift(x: torch.Tensor, dy: int, dx: int, out: torch.Tensor | None = None) ->
     return out
 
 
-def kmeans(points: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torch.Tensor:
-    """Lloyd's k-means with k-means++ seeding; returns for each cluster the index of the point nearest
-    its centroid (k distinct indices)."""
-    g = torch.Generator().manual_seed(seed)
-    x = points.double()
-    n = len(x)
-    if k >= n:
-        return torch.arange(n)
-    centers = [x[torch.randint(n, (1,), generator=g)].squeeze(0)]
-    for _ in range(k - 1):
-        d = torch.cdist(x, torch.stack(centers)).min(dim=1).values ** 2
-        centers.append(x[torch.multinomial(d / d.sum() if d.sum() > 0 else torch.ones(n), 1, generator=g)].squeeze(0))
-    c = torch.stack(centers)
-    for _ in range(iters):
-        assign = torch.cdist(x, c).argmin(dim=1)
-        new = torch.stack([x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(k)])
-        if torch.allclose(new, c):
-            break
-        c = new
-    # nearest member per cluster; an empty cluster takes the farthest unused point
-    dist = torch.cdist(c, x)
-    chosen: list[int] = []
-    for j in range(k):
-        order = torch.argsort(dist[j])
-        chosen.append(next(int(i) for i in order if int(i) not in chosen))
-    return torch.tensor(chosen)
-
-
 class GhostConv(nn.Module):
     """``oup`` output channels: ``len(intrinsic)`` from a conv, the rest shifted intrinsic features.
 
@@ -96,8 +67,8 @@ class GhostConv(nn.Module):
         n_shift = max(len(ghost_src), 1) if per_channel else 1
         self.shift_logits = nn.Parameter(torch.empty(n_shift, 1, 3, 3))
         nn.init.kaiming_uniform_(self.shift_logits, a=math.sqrt(5))  # HeUniform(a=sqrt 5), as released
-        self.tau = 1.0  # Gumbel-Softmax temperature, annealed by the training stage
-        self.fixed: list[tuple[int, int]] | None = None  # set by finalize()
+        self.tau = 1.0  # Gumbel-Softmax temperature, annealed during the fine-tune
+        self.fixed: list[tuple[int, int]] | None = None  # set by reparameterize()
         self._cache_layout()
 
     def _cache_layout(self):
@@ -135,6 +106,10 @@ class GhostConv(nn.Module):
         idx = (w.abs() if self.mode == "ste" else w).argmax(1).tolist()
         return [(OFFSETS[i][0] * self.d, OFFSETS[i][1] * self.d) for i in idx]
 
+    def reparameterize(self):
+        """Deployment form: each shift fixed to its argmax offset, applied by slicing (no depthwise conv)."""
+        self.fixed = self.offsets()
+
     def forward(self, x):
         intr = self.primary(x)
         n = len(self.ghost_src)
@@ -155,14 +130,12 @@ class GhostConv(nn.Module):
         return self._reorder(torch.cat([intr, ghosts], 1))
 
     def _reorder(self, out: torch.Tensor) -> torch.Tensor:
-        """Back to the source's channel order, unless finalize() folded it into the next layer."""
+        """Back to the source's channel order, unless reparameterize() folded it into the next layer."""
         return out if self._identity_perm else out.index_select(1, self.perm)
 
 
 def ghost_layers(model: nn.Module) -> list[str]:
     """Default targets: the two body convs of every residual block (as GhostSR's EDSR)."""
-    from pipeline.models.common import ResBlock
-
     names = []
     for name, m in model.named_modules():
         if isinstance(m, ResBlock):
@@ -175,54 +148,17 @@ def _set(model: nn.Module, name: str, module: nn.Module):
     setattr(model.get_submodule(parent) if parent else model, attr, module)
 
 
-@torch.no_grad()
-def plan_layer(conv: nn.Conv2d, ratio: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """k-means over the pretrained filters: intrinsic output positions, and each ghost's source."""
-    oup = conv.out_channels
-    n_intr = math.ceil(oup * ratio)
-    filters = conv.weight.detach().flatten(1)
-    intrinsic = kmeans(filters, n_intr, seed=seed).tolist()
-    ghost_pos = sorted(set(range(oup)) - set(intrinsic))
-    if not ghost_pos:
-        return intrinsic, []
-    # Pair each ghost with a distinct intrinsic filter close to its own pretrained filter (a minimum-cost
-    # matching), and list the paired intrinsics first: ghost g then shifts intrinsic feature g, so the
-    # ghosts come from a contiguous slice and no gather is needed (as GhostSR's concat[x, shift(x)]).
-    from scipy.optimize import linear_sum_assignment
-
-    cost = torch.cdist(filters[ghost_pos].double(), filters[intrinsic].double()).numpy()
-    rows, cols = linear_sum_assignment(cost)
-    paired = [intrinsic[c] for _, c in sorted(zip(rows, cols))]
-    intrinsic = paired + [i for i in intrinsic if i not in paired]
-    return intrinsic, list(range(len(ghost_pos)))
-
-
-def convert(model: nn.Module, ratio: float = 0.5, layers: list[str] | None = None, d: int = 1,
-            mode: str = "gumbel", per_channel: bool = False, seed: int = 0, plan: dict | None = None) -> nn.Module:
-    """Replace ``layers`` (default :func:`ghost_layers`) by GhostConvs initialised from their weights.
-
-    Returns the model (modified in place) with ``model.ghost_plan`` = {layer: {intrinsic, ghost_src}}.
-    Pass ``plan`` to rebuild the same structure without k-means (loading a saved Ghost model).
-    """
-    layers = layers if layers is not None else ghost_layers(model)
-    plan = dict(plan or {})
-    for name in layers:
+def ghostify(model: nn.Module, plan: dict, d: int = 1, mode: str = "gumbel", per_channel: bool = False) -> nn.Module:
+    """Replace each conv named in ``plan`` ({layer: {intrinsic, ghost_src}}) by a GhostConv of that
+    structure (fresh weights); returns the model, modified in place, with ``model.ghost_plan = plan``."""
+    for name, layer in plan.items():
         conv = model.get_submodule(name)
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.stride != (1, 1):
-            raise ValueError(f"ghost.convert: {name} is not a plain stride-1 Conv2d")
-        if name not in plan:
-            intrinsic, src = plan_layer(conv, ratio, seed)
-            plan[name] = {"intrinsic": intrinsic, "ghost_src": src}
-        intrinsic = plan[name]["intrinsic"]
-        ghost = GhostConv(conv.in_channels, conv.out_channels, intrinsic, plan[name]["ghost_src"],
+            raise ValueError(f"ghost: {name} is not a plain stride-1 Conv2d")
+        ghost = GhostConv(conv.in_channels, conv.out_channels, layer["intrinsic"], layer["ghost_src"],
                           conv.kernel_size[0], conv.bias is not None, d, mode, per_channel)
-        with torch.no_grad():
-            ghost.primary.weight.copy_(conv.weight[intrinsic])
-            if conv.bias is not None:
-                ghost.primary.bias.copy_(conv.bias[intrinsic])
-        ghost.set_identity_shift()  # start as "ghost = its cluster's intrinsic feature"
         _set(model, name, ghost.to(conv.weight.device))
-    model.ghost_plan = plan
+    model.ghost_plan = dict(plan)
     return model
 
 
@@ -231,7 +167,7 @@ def ghost_modules(model: nn.Module) -> list[GhostConv]:
 
 
 @torch.no_grad()
-def _fold_inner_order(block):
+def _fold_inner_order(block: ResBlock):
     """In a residual block conv1 -> ReLU -> conv2, let conv1 emit its natural [intrinsic, ghost] order
     and permute conv2's input channels instead (ReLU is channel-wise): one gather less per block."""
     first, second = block.conv1, block.conv2
@@ -244,23 +180,11 @@ def _fold_inner_order(block):
     first._cache_layout()
 
 
-def exported_config(model: nn.Module, source_config: dict, ratio: float, d: int, mode: str, per_channel: bool) -> dict:
-    """The ``config.json`` of a finalized Ghost model: its source architecture, plan and fixed shifts
-    (``models.build('ghost', ...)`` rebuilds it)."""
-    plan = model.ghost_plan
-    return {"arch": "ghost", "scale": source_config["scale"], "kwargs": {
-        "source": {"arch": source_config["arch"], "kwargs": source_config["kwargs"]}, "ratio": ratio, "d": d,
-        "mode": mode, "per_channel": per_channel, "plan": plan,
-        "shifts": {n: [list(o) for o in m.offsets()] for n, m in zip(plan, ghost_modules(model))}}}
-
-
-def finalize(model: nn.Module) -> nn.Module:
-    """Fix every shift to its argmax offset (forward then shifts by slicing, no depthwise conv) and
-    fold the inner channel order of residual blocks into their second conv."""
-    from pipeline.models.common import ResBlock
-
+def reparameterize(model: nn.Module) -> nn.Module:
+    """The deployment form of a Ghost network, in place: every shift fixed (slicing, no depthwise conv),
+    and the inner channel order of each residual block folded into its second conv."""
     for m in ghost_modules(model):
-        m.fixed = m.offsets()
+        m.reparameterize()
     for block in model.modules():
         if isinstance(block, ResBlock):
             _fold_inner_order(block)

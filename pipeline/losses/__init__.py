@@ -1,1 +1,0 @@
-"""Losses that methods plug into the training loop."""

@@ -1,0 +1,1 @@
+"""One file per method, found by its name: classsr, ghost, csd, pcl."""

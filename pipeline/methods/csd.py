@@ -1,0 +1,211 @@
+"""CSD (Wang et al., CVPR 2021): contrastive self-distillation with channel splitting.
+
+- Channel splitting (CSSR-Net): the student at width w uses the first floor(C*w) output and input
+  channels of every teacher conv, sharing the teacher's weights. :func:`forward_at_width` runs the
+  shared weights at width w (gradients reach the shared tensors); :func:`slim` exports a standalone
+  narrow model (a real speed-up) with the sliced weights; :func:`student_kwargs` is the width rule.
+  Slicing (CSD's): a dimension equal to the image channel count (3: the head conv's input, the tail
+  conv's output) is kept; every other channel dimension is cut to floor(C*w). The upsampler's 4C (x2/x4)
+  or 9C (x3) outputs are cut to the first 4*floor(C*w), which PixelShuffle maps to the first floor(C*w)
+  channels. Concatenation-fusion convs are sliced naively, as the official code does.
+- The contrastive loss: CL = sum_j lambda_j * d(T_j, S_j) / (sum_k d(N_kj, S_j) + 1e-7) in a frozen
+  embedding: ``vgg19`` (the paper: VGG19 relu1_1..relu5_1, ImageNet weights in torchvision's format,
+  fed 0-255 unnormalised as CSD does) or ``teacher`` (download-free: the frozen pretrained teacher's own
+  intermediate features on [0, 1] images).
+- :class:`CSDObjective`: the training objective; its deployed network is the slim student.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from pipeline import models
+from pipeline.objective import Objective
+
+
+WIDTH_KWARG = {"msrresnet": "nf", "edsr": "n_feats", "rcan": "nf", "carn_m": "nf", "rfdn": "nf", "fsrcnn": "d"}
+IMAGE_CHANNELS = 3
+
+
+def _keep(c: int, width: float) -> int:
+    return c if c == IMAGE_CHANNELS else max(1, math.floor(c * width + 1e-9))
+
+
+def sliced_state(model: nn.Module, width: float) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer cut to the student's shape (views of the shared tensors)."""
+    out = {}
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if isinstance(module, nn.Conv2d) and name == "weight":
+                if module.groups != 1:
+                    raise ValueError(f"slim: grouped conv {mod_name} is not supported")
+                t = t[:_keep(t.shape[0], width), :_keep(t.shape[1], width)]
+            elif isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.PReLU)) and t.ndim == 1 and t.numel() > 1:
+                t = t[:_keep(t.shape[0], width)]
+            out[prefix + name] = t
+    return out
+
+
+def forward_at_width(model: nn.Module, x: torch.Tensor, width: float) -> torch.Tensor:
+    """The student's forward: the teacher's modules with sliced weights (width 1 = the teacher)."""
+    if width == 1.0:
+        return model(x)
+    return functional_call(model, sliced_state(model, width), (x,), strict=False)
+
+
+def student_kwargs(config: dict, width: float) -> dict:
+    """The constructor arguments of the width-``width`` student of a model with ``config``: its width
+    argument (nf, n_feats, d) cut to floor(C*w), the rest unchanged."""
+    if config["arch"] not in WIDTH_KWARG:
+        raise ValueError(f"slim: no width argument known for '{config['arch']}'")
+    key = WIDTH_KWARG[config["arch"]]
+    kwargs = dict(config["kwargs"])
+    full = kwargs.get(key, inspect.signature(models.ARCHS[config["arch"]]).parameters[key].default)
+    kwargs[key] = math.floor(full * width + 1e-9)
+    return kwargs
+
+
+def slim(model: nn.Module, width: float) -> nn.Module:
+    """A standalone model of width floor(C*w) holding the student's weights (same outputs, bit-exact)."""
+    cfg = model.config
+    student = models.build(cfg["arch"], cfg["scale"], **student_kwargs(cfg, width))
+    student.load_state_dict({k: v.detach().clone() for k, v in sliced_state(model, width).items()})
+    return student
+
+
+VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+VGG19_SLICES = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]  # ends at relu1_1 ... relu5_1
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # torchvision's ImageNet weights
+
+
+def vgg19_features() -> nn.Sequential:
+    layers, c = [], 3
+    for v in VGG19_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
+            c = v
+    return nn.Sequential(*layers)
+
+
+def load_vgg19_state(path: str, param_name: str) -> dict:
+    """torchvision-format VGG19 weights from ``path`` (.safetensors or .pth, never unpickled), or
+    downloaded into the torch cache when ``path`` is empty and the network is reachable."""
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{param_name}: VGG19 weights file '{path}' not found")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        return torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=True)
+    except Exception as e:
+        raise FileNotFoundError(f"{param_name}: no VGG19 weights file given and the download failed ({e}); "
+                                f"set {param_name} to a local torchvision vgg19 state dict, or use the "
+                                "download-free embedding 'teacher'") from e
+
+
+class FeatureStages(nn.Module):
+    """A frozen network cut into consecutive stages; forward returns each stage's output."""
+
+    def __init__(self, stages: list[nn.Module], input_scale: float = 1.0):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.input_scale = input_scale
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # always frozen
+
+    def forward(self, x):
+        feats, h = [], x * self.input_scale
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+
+def vgg19_embedding(path: str, param_name: str) -> FeatureStages:
+    features = vgg19_features()
+    state = load_vgg19_state(path, param_name)
+    features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    return FeatureStages([features[a:b] for a, b in VGG19_SLICES], input_scale=255.0)
+
+
+def teacher_embedding(teacher: nn.Module, num_stages: int = 3) -> FeatureStages:
+    """The frozen teacher's head and its first ``num_stages - 1`` residual blocks, one stage each.
+
+    Shallow on purpose, like VGG's early relu layers: the embedding runs at HR resolution on the
+    student, teacher and every negative, so each extra block costs a full HR-sized forward pass."""
+    t = copy.deepcopy(teacher)
+    if hasattr(t, "conv_first"):  # MSRResNet
+        head = nn.Sequential(t.conv_first, nn.LeakyReLU(0.1))
+    elif hasattr(t, "head") and hasattr(t, "sub_mean"):  # EDSR, RCAN
+        head = nn.Sequential(t.sub_mean, t.head)
+    else:
+        raise ValueError(f"teacher embedding: no feature extractor known for {type(t).__name__}; use vgg19")
+    blocks = [b for b in t.body.children() if not isinstance(b, nn.Conv2d)]
+    if len(blocks) < num_stages - 1:
+        raise ValueError(f"teacher embedding: {num_stages} stages need {num_stages - 1} residual blocks, "
+                         f"the teacher has {len(blocks)}")
+    return FeatureStages([head] + blocks[:num_stages - 1])
+
+
+class ContrastiveLoss(nn.Module):
+    def __init__(self, embedding: FeatureStages, weights: list[float]):
+        super().__init__()
+        if len(weights) != len(embedding.stages):
+            raise ValueError(f"contrastive loss: {len(weights)} weights for {len(embedding.stages)} feature stages")
+        self.embedding, self.weights = embedding, weights
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        fs = self.embedding(student)
+        with torch.no_grad():
+            ft = self.embedding(teacher.detach())
+            fn = self.embedding(negatives.detach())
+        loss = student.new_zeros(())
+        for w, s, t, n in zip(self.weights, fs, ft, fn):
+            d_ts = (t - s).abs().mean()
+            # sum over negatives of the mean distance (CSD: negatives shared by the whole batch)
+            d_sn = sum((n[k:k + 1] - s).abs().mean() for k in range(len(n)))
+            loss = loss + w * d_ts / (d_sn + 1e-7)
+        return loss
+
+
+class CSDObjective(Objective):
+    """L1(S) + t_lambda L1(T) + contra_lambda CL(S; T, negatives): teacher (width 1) and student (width w,
+    the same weights) train together; the deliverable is the slim student."""
+
+    def __init__(self, width: float, contrastive: ContrastiveLoss, scale: int, neg_num: int, t_lambda: float,
+                 contra_lambda: float):
+        self.width, self.contrastive, self.scale, self.neg_num = width, contrastive, scale, neg_num
+        self.t_lambda, self.contra_lambda = t_lambda, contra_lambda
+
+    def loss(self, model, lr_img, hr_img, step):
+        net = getattr(model, "module", model)  # the shared weights, unwrapped from DDP
+        self.contrastive.to(lr_img.device)
+        teacher_sr = model(lr_img)
+        student_sr = forward_at_width(net, lr_img, self.width)
+        # negatives: the first neg_num LR images of the batch, permuted, bicubic-upsampled (CSD)
+        g = torch.Generator().manual_seed(step)
+        idx = torch.randperm(self.neg_num, generator=g).to(lr_img.device)
+        negatives = F.interpolate(lr_img[idx], scale_factor=self.scale, mode="bicubic").clamp(0, 1)
+        l1_s, l1_t = F.l1_loss(student_sr, hr_img), F.l1_loss(teacher_sr, hr_img)
+        cl = self.contrastive(student_sr, teacher_sr, negatives)
+        loss = l1_s + self.t_lambda * l1_t + self.contra_lambda * cl
+        return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach(), "contrastive": cl.detach()}
+
+    def deployed(self, model):
+        return slim(getattr(model, "module", model), self.width).to(next(model.parameters()).device).eval()
