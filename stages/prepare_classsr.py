@@ -2,7 +2,8 @@
 from pipeline.data.shards import ExtractSpec, write_shards
 from pipeline.data.sources import resolve
 from pipeline.params import PrepareClassSR, load_section
-from pipeline.stage import run, write_json
+from pipeline.files import write_json
+from pipeline.stage import run
 from pipeline.tracking import stage_run
 
 OUT, METRICS = "data/classsr", "metrics/prepare_classsr.json"

@@ -2,7 +2,8 @@
 benchmarks found under benchmark_root, and Test2K/4K/8K from DIV8K."""
 from pipeline.data.prepare import test_sets, write_test_set
 from pipeline.params import PrepareTest, load_section
-from pipeline.stage import atomic_dir, run, write_json
+from pipeline.files import atomic_dir, write_json
+from pipeline.stage import run
 from pipeline.tracking import stage_run
 
 OUT, METRICS = "data/test", "metrics/prepare_test.json"

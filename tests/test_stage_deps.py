@@ -67,3 +67,47 @@ def test_dvc_yaml_deps_exist():
         for d in s.get("do", s)["deps"]:
             if d.startswith(("pipeline", "stages", "assets")):
                 assert (ROOT / d).exists(), (name, d)
+
+
+def _direct_imports() -> dict[str, set[str]]:
+    """Project module -> the project modules its import statements name (lazy imports included)."""
+    from pipeline.imports import imported_names, module_file
+
+    graph = {}
+    for f in sorted(list((ROOT / "pipeline").rglob("*.py")) + list((ROOT / "stages").rglob("*.py"))):
+        name = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for m in imported_names(f, name) if module_file(m) is not None and m != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph, state = _direct_imports(), {}
+
+    def visit(node, path):
+        if state.get(node) == "done":
+            return
+        assert state.get(node) != "open", "import cycle: " + " -> ".join(path + [node])
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt, path + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        visit(node, [])
+
+
+def test_models_know_nothing_of_methods_training_or_tracking():
+    for f in sorted((ROOT / "pipeline/models").glob("*.py")):
+        module = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        outside = [p for p in closure(module) if not p.startswith(("pipeline/models/", "pipeline/__init__"))]
+        assert outside == ["pipeline/files.py"] or not outside, (module, outside)
+
+
+def test_every_function_in_pipeline_reads_in_one_screen():
+    import ast
+
+    for f in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{f.relative_to(ROOT)}:{node.lineno} {node.name} has {length} lines"
