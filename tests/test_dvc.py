@@ -73,7 +73,7 @@ def reduce(root: Path):
     params["train_branch"]["train"].update(TINY_TRAIN)
     for phase in ("classifier", "joint"):
         params["finetune_classsr"][phase].update({**TINY_TRAIN, "max_steps": 2, "val_every": 2, "batch_size": 4})
-    params["finetune_classsr"]["budgets"] = [1.0, 0.5]
+    params["finetune_classsr"]["inference"]["budgets"] = [1.0, 0.5]
     params["ghost"]["train"].update(TINY_TRAIN)
     params["compose_classsr"]["train"].update(TINY_TRAIN)
     params["train_rfdn"]["model"]["kwargs"] = {"nf": 8, "num_blocks": 1, "attention": "esa"}

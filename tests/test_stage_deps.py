@@ -111,3 +111,22 @@ def test_every_function_in_pipeline_reads_in_one_screen():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 60, f"{f.relative_to(ROOT)}:{node.lineno} {node.name} has {length} lines"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_stage_entry_point_imports(name):
+    import importlib
+
+    stage = STAGES[name].get("do", STAGES[name])
+    for module in entry_modules(stage["cmd"]):
+        importlib.import_module(module)
+
+
+def test_tests_and_benches_import_the_library_not_stages():
+    import ast
+
+    for f in sorted(list((ROOT / "tests").glob("*.py")) + list((ROOT / "bench").glob("*.py"))):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "stages" or n.startswith("stages.") for n in names), f.name
