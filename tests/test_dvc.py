@@ -163,16 +163,16 @@ def test_a_code_edit_reruns_its_importers_and_never_resumes_old_code(project):
 
     # CSD's loss: distill_csd (and what reads its model) reruns, trains from step 0, and the model changes
     old = (root / "models/csd_student/model.safetensors").read_bytes()
-    stage = root / "stages/distill_csd.py"
-    text = stage.read_text()
+    method = root / "pipeline/methods/csd.py"
+    text = method.read_text()
     assert "loss = l1_s + " in text
-    stage.write_text(text.replace("loss = l1_s + ", "loss = 2 * l1_s + ", 1))
+    method.write_text(text.replace("loss = l1_s + ", "loss = 2 * l1_s + ", 1))
     status = sh("dvc status", root)
     assert "distill_csd:" in status and "evaluate:" in status and status.count("changed deps") == 2, status
     out = sh("dvc repro", root)
     ran = {s for s in ALL_STAGES if f"Running stage '{s}'" in out}
     assert ran == {"distill_csd", "evaluate"}, ran
-    assert "starting fresh at step 0" in out and "the code of stages/distill_csd.py" in out
+    assert "starting fresh at step 0" in out and "the code of pipeline/methods/csd.py" in out
     assert "resuming" not in out
     assert (root / "models/csd_student/model.safetensors").read_bytes() != old
 
