@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import models  # noqa: E402
 from pipeline.metrics import count_params, latency  # noqa: E402
-from pipeline.methods.csd import slim  # noqa: E402
+from pipeline.models.slim import slim  # noqa: E402
 
 
 def main():

@@ -1,7 +1,7 @@
 """Stage train_student_l1: the papers' baseline for the distilled students: the teacher's architecture
 at the student's width (CSD's width rule), trained from scratch with L1 only."""
 from pipeline import models
-from pipeline.methods.csd import student_kwargs
+from pipeline.models.slim import student_kwargs
 from pipeline.params import load_section
 from pipeline.recipes import train_l1
 from pipeline.stage import run

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from pipeline import models
-from pipeline.methods.csd import (ContrastiveLoss, FeatureStages, forward_at_width, load_vgg19_state, slim,
-                                  teacher_embedding, vgg19_features)
+from pipeline.methods.csd import ContrastiveLoss, FeatureStages, load_vgg19_state, teacher_embedding, vgg19_features
+from pipeline.models.slim import forward_at_width, slim
 from pipeline.metrics import count_params
 
 

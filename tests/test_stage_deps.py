@@ -130,3 +130,13 @@ def test_tests_and_benches_import_the_library_not_stages():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "stages" or n.startswith("stages.") for n in names), f.name
+
+
+def test_a_method_file_reruns_only_the_stages_of_that_method():
+    def users(path):
+        return sorted(n for n, s in STAGES.items() if path in s.get("do", s)["deps"])
+
+    assert users("pipeline/methods/csd.py") == ["distill_csd"]
+    assert users("pipeline/methods/pcl.py") == ["distill_pcl"]
+    assert users("pipeline/methods/ghost.py") == ["compose_classsr", "ghost"]
+    assert users("pipeline/methods/classsr.py") == ["compose_classsr", "finetune_classsr"]
