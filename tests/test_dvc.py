@@ -30,6 +30,8 @@ ALL_STAGES = ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher
 def sh(cmd, cwd, check=True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PIPELINE_TRACKING": "0"}
     env.pop("PYTHONPATH", None)  # the clone's own code, not this checkout's
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        env.setdefault(key, "sr-pipeline tests" if key.endswith("NAME") else "tests@localhost")  # dvc exp commits
     out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True, timeout=900)
     if check and out.returncode != 0:
         raise AssertionError(f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
