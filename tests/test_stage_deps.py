@@ -1,6 +1,5 @@
 """Each stage's code deps in dvc.yaml are exactly its import closure (the files its resume fingerprint
 hashes), so an edit reruns exactly the stages that run the edited code."""
-from pathlib import Path
 
 import pytest
 import yaml
