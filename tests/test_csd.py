@@ -29,6 +29,21 @@ def test_student_at_width_equals_standalone_slim_model_bit_exact(arch, kwargs, w
     assert student.config["kwargs"] != teacher.config["kwargs"]
 
 
+@pytest.mark.parametrize("arch, kwargs, scale", [("msrresnet", {"nf": 50, "nb": 1}, 4),
+                                                 ("rfdn", {"nf": 50, "num_blocks": 1, "attention": "esa"}, 4),
+                                                 ("edsr", {"n_resblocks": 1, "n_feats": 50}, 2)])
+def test_slim_at_nf_50_width_quarter(arch, kwargs, scale):
+    """floor(50 * 0.25) = 12: the x2/x4 upsampler keeps 4 * 12 = 48 channels (not floor(200 * 0.25) = 50),
+    and RFDN's ESA at nf 12 has a 3-channel inner layer that is not an image layer."""
+    torch.manual_seed(0)
+    teacher = models.build(arch, scale, **kwargs)
+    student = slim(teacher, 0.25)
+    x = torch.rand(1, 3, 24, 24)
+    assert torch.equal(forward_at_width(teacher, x, 0.25), student(x))
+    up = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels in (48, 50)]
+    assert up and all(m.out_channels == 48 for m in up)
+
+
 def test_student_gradients_reach_the_shared_weights():
     teacher = models.build("msrresnet", 4, nf=16, nb=1)
     forward_at_width(teacher, torch.rand(1, 3, 8, 8), 0.5).mean().backward()

@@ -104,3 +104,29 @@ def test_exported_ghost_model_equals_the_trained_one_and_reloads(tmp_path):
 def test_a_network_without_residual_blocks_is_refused():
     with pytest.raises(ValueError, match="no residual-block convs"):
         convert(models.build("fsrcnn", 4, d=8), 0.5)
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.3])
+def test_ratio_below_half_repeats_intrinsics_and_exports(ratio, tmp_path):
+    """Below 0.5 ghosts outnumber intrinsics: each intrinsic feeds several ghosts (GhostSR's x1.repeat)."""
+    src = small_net()
+    net = convert(src, ratio)
+    for m in ghost_modules(net):
+        assert m.primary.out_channels == 8 - len(m.ghost_src) and len(m.ghost_src) > m.primary.out_channels
+        assert set(m.ghost_src.tolist()) == set(range(m.primary.out_channels))  # every intrinsic used
+    with torch.no_grad():
+        for m in ghost_modules(net):
+            m.shift_logits.normal_()
+    net.eval()
+    x = torch.rand(1, 3, 9, 9)
+    exported = export(net, src.config, ratio, 1, "gumbel", False)
+    assert torch.allclose(exported(x), net(x), atol=1e-6)
+    models.save(exported, tmp_path / "g")
+    assert torch.equal(models.load(tmp_path / "g").eval()(x), exported(x))
+    assert count_params(net) < count_params(convert(src, 0.5))
+
+
+def test_converting_fsrcnn_or_carn_m_raises():
+    for arch, kw in [("fsrcnn", {"d": 16}), ("carn_m", {"nf": 16})]:
+        with pytest.raises(ValueError, match="no residual-block convs"):
+            convert(models.build(arch, 4, **kw), 0.5)

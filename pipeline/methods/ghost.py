@@ -63,14 +63,19 @@ def plan_layer(conv: nn.Conv2d, ratio: float, seed: int = 0) -> tuple[list[int],
     ghost_pos = sorted(set(range(oup)) - set(intrinsic))
     if not ghost_pos:
         return intrinsic, []
-    # Pair each ghost with a distinct intrinsic filter close to its own pretrained filter (a minimum-cost
-    # matching), and list the paired intrinsics first: ghost g then shifts intrinsic feature g, so the
-    # ghosts come from a contiguous slice and no gather is needed (as GhostSR's concat[x, shift(x)]).
+    # Pair each ghost with an intrinsic filter close to its own pretrained filter (a minimum-cost matching;
+    # below ratio 0.5 each intrinsic serves up to ceil(ghosts / intrinsics) ghosts, GhostSR's x1.repeat).
     from scipy.optimize import linear_sum_assignment
 
-    cost = torch.cdist(filters[ghost_pos].double(), filters[intrinsic].double()).numpy()
+    reps = math.ceil(len(ghost_pos) / len(intrinsic))
+    cost = torch.cdist(filters[ghost_pos].double(), filters[intrinsic].double()).repeat(1, reps).numpy()
     rows, cols = linear_sum_assignment(cost)
-    paired = [intrinsic[c] for _, c in sorted(zip(rows, cols))]
+    src = [int(c) % len(intrinsic) for _, c in sorted(zip(rows, cols))]
+    if reps > 1:
+        return intrinsic, src
+    # One ghost per intrinsic: list the paired intrinsics first, so ghost g shifts intrinsic feature g and
+    # the ghosts come from a contiguous slice (no gather, as GhostSR's concat[x, shift(x)]).
+    paired = [intrinsic[c] for c in src]
     intrinsic = paired + [i for i in intrinsic if i not in paired]
     return intrinsic, list(range(len(ghost_pos)))
 

@@ -6,15 +6,19 @@ channels of every teacher conv, sharing the teacher's weights.
 - :func:`slim` exports a standalone narrow model (real speed-up) with the sliced weights;
   :func:`student_kwargs` is the width rule (also the L1 student baseline's architecture).
 
-Slicing rule (CSD's): a dimension equal to the image channel count (3: the head conv's input, the tail
-conv's output) is kept; every other channel dimension is cut to floor(C*w). The upsampler's 4C (x2/x4)
-or 9C (x3) outputs are cut to the first 4*floor(C*w), which PixelShuffle maps to the first floor(C*w)
-channels. Concatenation-fusion convs are sliced naively, as the official code does.
+Slicing rule (CSD's): every tensor is cut to the leading block of the shape it has in the student, the
+same architecture built with its width argument cut to floor(C*w) (:func:`student_kwargs`). So image
+channels stay 3, the upsampler's 4C (x2/x4) or 9C (x3) outputs become the first 4*floor(C*w) (which
+PixelShuffle maps to the first floor(C*w) channels; not floor(4*C*w)), inner layers follow the
+architecture's own rule (RCAN's channel attention C -> C/16 -> C, RFDN's ESA C/4, even when that is 3),
+and concatenation-fusion convs are sliced naively, as the official code does.
 """
 from __future__ import annotations
 
 import inspect
+import json
 import math
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -23,26 +27,32 @@ from torch.func import functional_call
 from pipeline import models
 
 WIDTH_KWARG = {"msrresnet": "nf", "edsr": "n_feats", "rcan": "nf", "carn_m": "nf", "rfdn": "nf", "fsrcnn": "d"}
-IMAGE_CHANNELS = 3
 
 
-def _keep(c: int, width: float) -> int:
-    return c if c == IMAGE_CHANNELS else max(1, math.floor(c * width + 1e-9))
+@lru_cache(maxsize=16)
+def _student_shapes(config_json: str, width: float) -> dict[str, tuple[int, ...]]:
+    config = json.loads(config_json)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        student = models.build(config["arch"], config["scale"], **student_kwargs(config, width))
+    if any(isinstance(m, nn.Conv2d) and m.groups != 1 for m in student.modules()):
+        raise ValueError(f"slim: grouped convs ({config['arch']}) are not supported")
+    return {k: tuple(v.shape) for k, v in student.state_dict().items()}
+
+
+def student_shapes(model: nn.Module, width: float) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter and buffer of the width-``width`` student of ``model``."""
+    return _student_shapes(json.dumps(model.config, sort_keys=True), float(width))
 
 
 def sliced_state(model: nn.Module, width: float) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer cut to the student's shape (views of the shared tensors)."""
-    out = {}
-    for mod_name, module in model.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            if isinstance(module, nn.Conv2d) and name == "weight":
-                if module.groups != 1:
-                    raise ValueError(f"slim: grouped conv {mod_name} is not supported")
-                t = t[:_keep(t.shape[0], width), :_keep(t.shape[1], width)]
-            elif isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.PReLU)) and t.ndim == 1 and t.numel() > 1:
-                t = t[:_keep(t.shape[0], width)]
-            out[prefix + name] = t
+    """Every parameter and buffer cut to the leading block of its student shape (views of the shared
+    tensors)."""
+    shapes, out = student_shapes(model, width), {}
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        shape = shapes.get(name)
+        if shape is None or len(shape) != t.ndim:
+            raise ValueError(f"slim: {name} {tuple(t.shape)} has no counterpart in the width-{width} student")
+        out[name] = t[tuple(slice(0, n) for n in shape)]
     return out
 
 
