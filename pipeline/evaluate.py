@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.data.images import read_image, to_float, to_uint8
 from pipeline.metrics import psnr, ssim
-from pipeline.upscale import branch_flops, upscale
+from pipeline.upscale import branch_flops, class_weighted_flops, upscale
 
 
 def test_pairs(folder, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -56,16 +56,16 @@ def validator(pairs, scale: int, **upscale_options):
 
 def budget_metrics(model, pairs, scale: int, budgets: list[float], patch: int = 32, stride: int = 28,
                    batch: int = 32) -> dict:
-    """ClassSR at each FLOPs budget on the (name, LR, HR) ``pairs``: PSNR, class-weighted FLOPs (and % of
-    branch-O's) and class fractions, {"budget_<b>": {...}}."""
+    """ClassSR at each FLOPs budget on the (name, LR, HR) ``pairs``: PSNR, FLOPs weighted by the class
+    counts of all the patches (and % of branch-O's) and class fractions, {"budget_<b>": {...}}."""
     flops = branch_flops(model, patch)
     names = ("simple", "medium", "hard") if len(flops) == 3 else tuple(f"branch{i}" for i in range(len(flops)))
     metrics = {}
     for budget in budgets:
         outs = [upscale(model, lr, budget=budget, patch=patch, stride=stride, batch=batch, flops=flops)
                 for _, lr, _ in pairs]
-        mean_flops = float(np.mean([o.flops_per_patch for o in outs]))
         classes = np.concatenate([o.classes for o in outs])
+        mean_flops = class_weighted_flops(model, classes, flops)
         metrics[f"budget_{budget:g}"] = {
             "psnr": float(np.mean([score(o.image, hr, scale)["psnr"] for o, (_, _, hr) in zip(outs, pairs)])),
             "flops_per_patch": mean_flops, "flops_percent_of_branch_o": 100 * mean_flops / flops[-1],

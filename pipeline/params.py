@@ -268,7 +268,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Schedule = field(default_factory=Schedule)
     grad_accum: int = 1
-    grad_clip: float = 0.0  # max grad norm; 0 disables
+    grad_clip: float = 0.0  # max grad norm (or value); 0 disables
+    grad_clip_kind: Literal["norm", "value"] = "norm"  # BasicSR clips the norm; EDSR-PyTorch (CSD, PCL) the value
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     ema_decay: float = 0.0  # 0 disables EMA; else e.g. 0.999 and the EMA weights are the deliverable
     val_every: int = 500
@@ -459,8 +460,11 @@ class ComposeClassSR(GhostMethod):
 class DistillCSD:
     teacher: str = "models/teacher"
     width: float = 0.25  # student width multiplier
-    contra_lambda: float = 200.0
+    contra_lambda: float = 200.0  # on the official loss scale (rgb_range)
     t_lambda: float = 1.0
+    # The official code trains on 0-255 images (--rgb_range 255): its L1 terms are 255x ours while the
+    # contrastive ratio is scale-free. The loss is rgb_range * L1 + contra_lambda * CL, the official balance.
+    rgb_range: float = 255.0
     neg_num: int = 10
     embedding: Literal["vgg19", "teacher"] = "vgg19"  # 'teacher': download-free frozen teacher features
     vgg_weights: str = ""  # torchvision-format vgg19 state dict; '' = download into the torch cache
@@ -470,6 +474,7 @@ class DistillCSD:
     def validate(self, p):
         check(0 < self.width < 1, f"{p}.width", "must be in (0, 1)")
         check(self.neg_num >= 1, f"{p}.neg_num", "must be >= 1")
+        check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: the official scale)")
         check(self.neg_num <= self.train.batch_size, f"{p}.neg_num", "must be <= train.batch_size (CSD)")
         check(self.embedding != "vgg19" or len(self.layer_weights) == 5, f"{p}.layer_weights",
               "vgg19 has 5 feature stages (relu1_1..relu5_1)")
@@ -490,7 +495,8 @@ class TrainStudentL1:
 @dataclass
 class DistillPCL:
     init_from: str = "models/student_l1"  # the pretrained SR network PCL fine-tunes
-    alpha: float = 5.0  # CL weight (RCAN x4 script; NLSN uses 3)
+    alpha: float = 5.0  # CL weight on the official loss scale (RCAN x4 script: 5 at rgb_range 255; NLSN: 3 at 1)
+    rgb_range: float = 255.0  # loss = rgb_range * L1 + alpha * CL: the official balance (CL is scale-free)
     num_aug: int = 3  # sharpened positives and blurred negatives each (mcl_neg)
     sharp_range: list[float] = field(default_factory=lambda: [0.5, 3.0])
     blur_kernels: list[int] = field(default_factory=lambda: [3, 5, 7, 9, 11])
@@ -501,6 +507,7 @@ class DistillPCL:
 
     def validate(self, p):
         check(self.alpha >= 0, f"{p}.alpha", "must be >= 0")
+        check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: the RCAN script, 1: the NLSN script)")
         check(self.num_aug >= 1, f"{p}.num_aug", "must be >= 1")
         check(len(self.sharp_range) == 2 and 0 <= self.sharp_range[0] < self.sharp_range[1], f"{p}.sharp_range",
               "[low, high) with 0 <= low < high")

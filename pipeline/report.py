@@ -1,5 +1,13 @@
-"""Evaluation of every variant: scores on every prepared test set, cost, a Markdown table, a PSNR-vs-
-FLOPs Pareto plot and side-by-side crops."""
+"""Evaluation of every variant: scores on every prepared test set, cost, Markdown tables, a PSNR-vs-
+FLOPs Pareto plot and side-by-side crops.
+
+Two protocols per test set, because the papers use two:
+- BasicSR's (RFDN, CSD, PCL, GhostSR tables): Y-channel PSNR / SSIM, crop = scale, on the whole image
+  (a ClassSR covers the whole image: its patch grid gets a last row/column flush with the edge).
+- ClassSR's (its tables): **RGB** PSNR, crop = scale, on the region its own 32/28 patch grid covers (the
+  remainder rows/columns are dropped, for every variant alike), and a ClassSR's FLOPs per patch
+  weighted by the class counts of all the patches of the set (cal_FLOPs), with its % of branch-O.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,8 +17,10 @@ import numpy as np
 from torch import nn
 
 from pipeline.evaluate import bicubic_upscale, mean_scores, test_pairs
+from pipeline.metrics import psnr
 from pipeline.params import ClassSRInference
-from pipeline.upscale import Upscaled, cost, is_classsr, upscale
+from pipeline.tiling import positions
+from pipeline.upscale import Upscaled, branch_flops, class_weighted_flops, cost, is_classsr, upscale
 
 
 @dataclass
@@ -22,7 +32,8 @@ class Variant:
     params: int = 0
     flops_per_patch: float = 0.0  # per 32x32 LR patch (ClassSR: class-weighted, on the Pareto test set)
     latency_s: float = float("nan")  # CPU, one 128x128 LR input; nan for bicubic
-    scores: dict = field(default_factory=dict)  # test set -> {psnr, ssim[, flops_per_patch]}
+    # test set -> {psnr, ssim (Y, whole image), psnr_rgb (ClassSR's grid)[, flops_per_patch, flops_percent]}
+    scores: dict = field(default_factory=dict)
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
@@ -34,10 +45,13 @@ def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInfere
     return Variant(name, model, budget, c["params"], c["flops_per_patch"], c["cpu_latency_s"])
 
 
-def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInference) -> Upscaled:
+def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInference,
+                cover_all: bool = True) -> Upscaled:
     if v.model is None:
         return Upscaled(bicubic_upscale(lr, scale))
-    return upscale(v.model, lr, budget=v.budget, **(inference.options() if is_classsr(v.model) else {}))
+    if is_classsr(v.model):
+        return upscale(v.model, lr, budget=v.budget, cover_all=cover_all, **inference.options())
+    return upscale(v.model, lr)
 
 
 def as_metrics(v: Variant) -> dict:
@@ -45,28 +59,50 @@ def as_metrics(v: Variant) -> dict:
     out = {"params": v.params, "flops_per_patch": v.flops_per_patch}
     if v.latency_s == v.latency_s:
         out["cpu_latency_s"] = v.latency_s
-    out.update({f"{s}_{k}": val for s, d in v.scores.items() for k, val in d.items() if k != "flops_per_patch"})
+    out.update({f"{s}_{k}": val for s, d in v.scores.items() for k, val in d.items()})
     return out
 
 
+def grid_side(length: int, inference: ClassSRInference) -> int:
+    """The LR side ClassSR's own patch grid covers (its test drops the remainder)."""
+    return positions(length, inference.patch, inference.stride, cover_all=False)[-1] + inference.patch
+
+
+def classsr_protocol(v: Variant, pairs, whole: list[Upscaled], scale: int, inference: ClassSRInference) -> dict:
+    """ClassSR's test: RGB PSNR (crop = scale) on the region its patch grid covers; a ClassSR runs on that
+    grid itself, and its FLOPs are weighted by the class counts of all the set's patches."""
+    scores, classes = [], []
+    for (_, lr, hr), out in zip(pairs, whole):
+        h, w = (grid_side(n, inference) * scale for n in lr.shape[:2])
+        if v.model is not None and is_classsr(v.model):
+            out = run_variant(v, lr, scale, inference, cover_all=False)
+            classes.append(out.classes)
+        scores.append(psnr(out.image[:h, :w], hr[:h, :w], scale, y_channel=False))
+    result = {"psnr_rgb": float(np.mean(scores))}
+    if classes:
+        flops = branch_flops(v.model, inference.patch)
+        mean = class_weighted_flops(v.model, np.concatenate(classes), flops)
+        result.update(flops_per_patch=mean, flops_percent=100 * mean / flops[-1])
+    return result
+
+
 def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSRInference, flops_set: str) -> list[str]:
-    """Scores of every variant on every prepared test set; a ClassSR's FLOPs (which depend on the images)
-    become those it spent on ``flops_set``."""
+    """Scores of every variant on every prepared test set by both protocols; a ClassSR's FLOPs per patch
+    (which depend on the images) become those it spent on ``flops_set``."""
     sets = sorted(p.name for p in Path(test_root).iterdir() if (p / f"LR_bicubic/X{scale}").is_dir())
     for name in sets:
         pairs = test_pairs(Path(test_root) / name, scale)
         for v in variants:
-            outs = [run_variant(v, lr, scale, inference) for _, lr, _ in pairs]
-            r = mean_scores([o.image for o in outs], pairs, scale)
-            v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"]}
-            if outs and outs[0].flops_per_patch is not None:
-                v.scores[name]["flops_per_patch"] = float(np.mean([o.flops_per_patch for o in outs]))
+            whole = [run_variant(v, lr, scale, inference) for _, lr, _ in pairs]
+            r = mean_scores([o.image for o in whole], pairs, scale)
+            v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"], **classsr_protocol(v, pairs, whole, scale, inference)}
     for v in variants:
         v.flops_per_patch = v.scores.get(flops_set, v.scores[sets[-1]]).get("flops_per_patch", v.flops_per_patch)
     return sets
 
 
 def markdown_table(variants: list[Variant], sets: list[str]) -> str:
+    """BasicSR's protocol: Y-PSNR / SSIM on the whole image, with the cost columns."""
     head = "| variant | params | GFLOPs / 32x32 patch | CPU latency (128x128 LR) | " + " | ".join(
         f"{s} PSNR / SSIM" for s in sets) + " |"
     rows = [head, "|" + "---|" * (4 + len(sets))]
@@ -74,6 +110,22 @@ def markdown_table(variants: list[Variant], sets: list[str]) -> str:
         lat = "" if np.isnan(v.latency_s) else f"{v.latency_s * 1e3:.0f} ms"
         cells = [f"{v.scores[s]['psnr']:.3f} / {v.scores[s]['ssim']:.4f}" for s in sets]
         rows.append(f"| {v.name} | {v.params:,} | {v.flops_per_patch / 1e9:.3f} | {lat} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def classsr_table(variants: list[Variant], sets: list[str]) -> str:
+    """ClassSR's protocol: RGB PSNR on its patch grid, and per set the GFLOPs per 32x32 patch (a ClassSR:
+    class-count weighted over the set, with its % of branch-O)."""
+    rows = ["| variant | " + " | ".join(f"{s} RGB PSNR | {s} GFLOPs" for s in sets) + " |",
+            "|---|" + "---|---|" * len(sets)]
+    for v in variants:
+        cells = []
+        for s in sets:
+            d = v.scores[s]
+            flops = d.get("flops_per_patch", v.flops_per_patch if v.model is not None and not is_classsr(v.model) else 0.0)
+            pct = f" ({d['flops_percent']:.0f} %)" if "flops_percent" in d else ""
+            cells.append(f"{d['psnr_rgb']:.3f} | {flops / 1e9:.3f}{pct}")
+        rows.append(f"| {v.name} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 

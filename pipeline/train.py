@@ -366,7 +366,9 @@ def _loop(accelerator, parts: _Parts, objective, loader, cfg, state, stage, ckpt
         if not last_micro:
             t_data = time.perf_counter()
             continue
-        if cfg.grad_clip > 0:
+        if cfg.grad_clip > 0 and cfg.grad_clip_kind == "value":
+            accelerator.clip_grad_value_(parts.trained, cfg.grad_clip)
+        elif cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(parts.trained, cfg.grad_clip)
         parts.optimizer.step()
         parts.optimizer.zero_grad(set_to_none=True)

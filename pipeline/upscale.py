@@ -23,7 +23,9 @@ import torch
 from pipeline.metrics import count_macs, count_params, latency, tensor_to_uint8, uint8_to_tensor, wall_time
 from pipeline.tiling import merge, run_tiled, split
 
-CLASSIFIER_FLOPS_PER_PATCH = 7.4e6  # the constant in ClassSR's cal_FLOPs (7.60 M computed)
+# ClassSR's cal_FLOPs adds the Class-Module's cost (a 7.4 M constant; 7.60 M computed) to the FSRCNN
+# branches' only; its CARN / SRResNet / RCAN percentages count the branches alone. Same here.
+CLASSIFIER_FLOPS_PER_PATCH = {"fsrcnn": 7.4e6}
 # The pipeline's one cost convention (every stage's metrics and the evaluation table): FLOPs per 32x32
 # LR patch (ClassSR's unit, comparable across scales) and CPU latency on one 128x128 LR input.
 PATCH, LATENCY_SIDE = 32, 128
@@ -33,11 +35,23 @@ PATCH, LATENCY_SIDE = 32, 128
 class Upscaled:
     image: np.ndarray  # uint8 HxWx3 of the covered region
     classes: np.ndarray | None = None  # ClassSR: the branch of each patch
-    flops_per_patch: float | None = None  # ClassSR: class-weighted branch FLOPs + classifier (cal_FLOPs)
+    flops_per_patch: float | None = None  # ClassSR: class-weighted branch FLOPs (cal_FLOPs)
 
 
 def is_classsr(model) -> bool:
     return getattr(model, "config", {}).get("arch") == "classsr"
+
+
+def classifier_flops(model) -> float:
+    """The Class-Module FLOPs per patch that ClassSR's cal_FLOPs adds for this backbone (FSRCNN only)."""
+    return CLASSIFIER_FLOPS_PER_PATCH.get(model.config["kwargs"].get("branch_arch"), 0.0)
+
+
+def class_weighted_flops(model, classes: np.ndarray, flops: list[float]) -> float:
+    """ClassSR's cal_FLOPs: the branch FLOPs per patch weighted by the class counts of ``classes`` (all
+    the patches of an image, or of a whole test set: patch-weighted, not a mean of per-image means)."""
+    counts = np.bincount(classes, minlength=len(flops))
+    return float(np.dot(counts, flops) / counts.sum()) + classifier_flops(model)
 
 
 def branch_flops(model, patch: int = 32) -> list[float]:
@@ -47,21 +61,29 @@ def branch_flops(model, patch: int = 32) -> list[float]:
 
 def apply_budget(probs: torch.Tensor, flops: list[float], budget: float) -> torch.Tensor:
     """Classes by argmax, then the least confident patches step down to cheaper branches until the mean
-    branch FLOPs per patch <= budget x the most expensive branch's (branch-O) FLOPs."""
-    classes = probs.argmax(dim=1).clone()
+    branch FLOPs per patch <= budget x the most expensive branch's (branch-O) FLOPs.
+
+    The moves are made in passes (each pass steps every patch still above the cheapest branch down by
+    one, least confident first) and stop at the first move that fits. Vectorised on the probabilities'
+    device: one sort, one cumulative sum over at most (classes - 1) x patches moves."""
+    classes = probs.argmax(dim=1)
     if budget >= 1.0:
         return classes
-    cost = torch.tensor(flops, dtype=torch.float64)
-    target = budget * cost.max() * len(classes)
-    confidence = probs.max(dim=1).values
-    order = torch.argsort(confidence)  # least confident first
-    while cost[classes].sum() > target and (classes > 0).any():
-        for i in order.tolist():
-            if classes[i] > 0:
-                classes[i] -= 1
-                if cost[classes].sum() <= target:
-                    break
-    return classes
+    cost = torch.tensor(flops, dtype=torch.float64, device=probs.device)
+    excess = cost[classes].sum() - budget * cost.max() * len(classes)
+    if excess <= 0:
+        return classes
+    order = torch.argsort(probs.max(dim=1).values, stable=True)  # least confident first
+    start = classes[order]
+    passes = torch.arange(1, len(flops), device=probs.device)[:, None]  # pass p moves class c to c - p
+    movable = start[None, :] >= passes  # (passes, patches): still above the cheapest branch in pass p
+    to = (start[None, :] - passes).clamp(min=0)
+    saving = torch.where(movable, cost[(to + 1).clamp(max=len(flops) - 1)] - cost[to], 0.0).flatten()
+    done = torch.cumsum(saving, 0) >= excess
+    n_moves = int(done.to(torch.int8).argmax()) + 1 if bool(done.any()) else len(saving)
+    taken = (torch.arange(len(saving), device=probs.device) < n_moves) & movable.flatten()
+    steps = taken.view(movable.shape).sum(0)
+    return classes.index_put((order,), classes[order] - steps)
 
 
 @torch.no_grad()
@@ -78,7 +100,7 @@ def classsr_patchwise(model, lr: torch.Tensor, scale: int, patch: int, stride: i
         for i in range(0, len(idx), batch):  # each branch once per batch of its own patches
             chunk = idx[i:i + batch]
             outputs[chunk] = branch(tiles.patches[chunk])
-    return merge(outputs, tiles, scale), classes.numpy()
+    return merge(outputs, tiles, scale), classes.cpu().numpy()
 
 
 @torch.no_grad()
@@ -95,9 +117,7 @@ def upscale(model, lr: np.ndarray, *, budget: float = 1.0, patch: int = 32, stri
     if is_classsr(model):
         flops = flops or branch_flops(model, patch)
         sr, classes = classsr_patchwise(model, x, scale, patch, stride, budget, batch, flops, cover_all)
-        counts = np.bincount(classes, minlength=len(flops))
-        mean_flops = float(np.dot(counts, flops) / counts.sum()) + CLASSIFIER_FLOPS_PER_PATCH
-        return Upscaled(tensor_to_uint8(sr), classes, mean_flops)
+        return Upscaled(tensor_to_uint8(sr), classes, class_weighted_flops(model, classes, flops))
     if tile:
         return Upscaled(tensor_to_uint8(run_tiled(model, x, scale, tile, tile - overlap, batch=batch)))
     return Upscaled(tensor_to_uint8(model(x[None])[0]))

@@ -1,6 +1,7 @@
 """Stage distill_csd: CSD channel-splitting self-distillation. Teacher (width 1) and student (the
-first floor(C*w) channels of the same weights) train together: L1(S) + t_lambda L1(T) +
-contra_lambda CL(S; T, bicubic negatives); the deliverable is the standalone slim student."""
+first floor(C*w) channels of the same weights) train together: rgb_range (L1(S) + t_lambda L1(T)) +
+contra_lambda CL(S; T, bicubic negatives), the official balance; the deliverable is the standalone slim
+student."""
 from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
@@ -22,7 +23,7 @@ def main():
     else:
         embedding = teacher_embedding(teacher, len(cfg.layer_weights))
     objective = CSDObjective(cfg.width, ContrastiveLoss(embedding, cfg.layer_weights), scale, cfg.neg_num,
-                             cfg.t_lambda, cfg.contra_lambda)
+                             cfg.t_lambda, cfg.contra_lambda, cfg.rgb_range)
     shards, pairs = PairShards("data/sr", scale), test_pairs(cfg.train.val_set, scale)
     validate = validator(pairs, scale)
     teacher_psnr = validate(teacher.eval())["psnr"]

@@ -1,4 +1,5 @@
-"""Stage evaluate: every variant and bicubic on every prepared test set: PSNR/SSIM (Y, crop = scale),
+"""Stage evaluate: every variant and bicubic on every prepared test set: PSNR/SSIM (Y, crop = scale;
+BasicSR's protocol) and RGB PSNR on ClassSR's patch grid with per-set FLOPs (ClassSR's protocol),
 params, FLOPs per 32x32 LR patch, CPU latency; a Markdown table, a Pareto plot, side-by-side crops,
 DVC metrics, and one MLflow child run per variant (so the UI's Compare view lines them up)."""
 from pathlib import Path
@@ -7,7 +8,7 @@ from pipeline import models
 from pipeline.evaluate import test_pairs
 from pipeline.files import write_json
 from pipeline.params import load_section
-from pipeline.report import as_metrics, crops_figure, markdown_table, plot_pareto, score_all, variant
+from pipeline.report import as_metrics, classsr_table, crops_figure, markdown_table, plot_pareto, score_all, variant
 from pipeline.stage import run
 from pipeline.tracking import stage_run
 
@@ -35,7 +36,11 @@ def main():
         metrics = {v.name: as_metrics(v) for v in variants}
         table = markdown_table(variants, sets)
         Path(TABLE).parent.mkdir(exist_ok=True)
-        Path(TABLE).write_text(f"# Results (x{cfg.scale}, Y channel, crop {cfg.scale})\n\n{table}")
+        Path(TABLE).write_text(
+            f"# Results (x{cfg.scale})\n\n## BasicSR protocol: Y channel, crop {cfg.scale}, whole image\n\n{table}\n"
+            f"## ClassSR protocol: RGB, crop {cfg.scale}, on the region its {cfg.inference.patch}/"
+            f"{cfg.inference.stride} patch grid covers; ClassSR FLOPs weighted by the set's class counts\n\n"
+            f"{classsr_table(variants, sets)}")
         Path(PARETO).parent.mkdir(exist_ok=True)
         front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO)
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]

@@ -15,8 +15,8 @@ def main():
         sets = test_sets(cfg)
         metrics = {}
         with atomic_dir(OUT) as tmp:
-            for name, (refs, long_side) in sets.items():
-                info = write_test_set(refs, long_side, cfg.scales, tmp / name, cfg.num_workers)
+            for name, (refs, downscale) in sets.items():
+                info = write_test_set(refs, downscale, cfg.scales, tmp / name, cfg.num_workers)
                 metrics[name] = {"num_images": info["num_images"], "num_skipped": info["num_skipped"]}
         write_json(METRICS, metrics)
         tracker.log_metrics({f"{k}.{m}": v for k, d in metrics.items() for m, v in d.items()})

@@ -132,7 +132,7 @@ def test_budget_moves_least_confident_patches_to_cheaper_branches():
     half = upscale(model, image(64, 64), budget=0.5)
     fl = branch_flops(model)
     # the budget holds when it is feasible; otherwise every patch goes to the cheapest branch
-    assert half.flops_per_patch - 7.4e6 <= max(0.5 * fl[-1], fl[0]) + 1e-6
+    assert half.flops_per_patch - 7.4e6 <= max(0.5 * fl[-1], fl[0]) + 1e-6  # FSRCNN: + the classifier's 7.4 M
     assert full.flops_per_patch >= half.flops_per_patch - 1e-6
 
 
@@ -180,3 +180,43 @@ def test_rank_shares_cover_every_patch_once_in_order():
         shares = [rank_indices(n, r, world) for r in range(world)]
         assert len({len(s) for s in shares}) == 1  # equal counts: all_gather needs them
         assert [i for s in shares for i in s][:n] == list(range(n))
+
+
+def sequential_budget(probs, flops, budget):
+    """The budget rule written as a plain loop: passes over the patches, least confident first, each
+    moving a patch one branch down, until the class-weighted FLOPs fit."""
+    classes = probs.argmax(dim=1).tolist()
+    target = budget * max(flops) * len(classes)
+    order = torch.argsort(probs.max(dim=1).values, stable=True).tolist()
+    while budget < 1 and sum(flops[c] for c in classes) > target and any(classes):
+        for i in order:
+            if classes[i] > 0:
+                classes[i] -= 1
+                if sum(flops[c] for c in classes) <= target:
+                    break
+    return classes
+
+
+def test_vectorised_budget_equals_the_sequential_rule():
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, k = int(rng.integers(1, 80)), int(rng.choice([2, 3, 4]))
+        probs = torch.softmax(3 * torch.randn(n, k, generator=gen), 1)
+        flops = sorted(rng.uniform(0.1, 5.0, k).tolist())
+        budget = float(rng.choice([0.0, 0.2, 0.5, 0.65, 0.8, 0.99, 1.0]))
+        assert apply_budget(probs, flops, budget).tolist() == sequential_budget(probs, flops, budget)
+
+
+def test_classifier_flops_are_added_for_fsrcnn_branches_only():
+    from pipeline.upscale import class_weighted_flops
+
+    torch.manual_seed(0)
+    srresnet = models.build("classsr", 4, branch_arch="msrresnet",
+                            branches=[{"nf": 4, "nb": 1}, {"nf": 6, "nb": 1}, {"nf": 8, "nb": 1}]).eval()
+    classes = np.array([0, 0, 1, 2, 2, 2])
+    fl = branch_flops(srresnet)
+    assert class_weighted_flops(srresnet, classes, fl) == pytest.approx((2 * fl[0] + fl[1] + 3 * fl[2]) / 6)
+    fsrcnn = tiny_classsr()
+    fl = branch_flops(fsrcnn)
+    assert class_weighted_flops(fsrcnn, classes, fl) == pytest.approx((2 * fl[0] + fl[1] + 3 * fl[2]) / 6 + 7.4e6)

@@ -99,3 +99,37 @@ def test_vgg19_loads_a_local_torchvision_format_file(tmp_path):
 
     emb = vgg19_embedding(str(tmp_path / "vgg19.safetensors"), "x")
     assert [f.shape[1] for f in emb(torch.rand(1, 3, 32, 32))] == [64, 128, 256, 512, 512]
+
+
+def test_csd_loss_equals_the_official_loss_on_the_0_255_scale():
+    """The official trainer: L1(hr, S) + 200 CL + 1 L1(hr, T) on 0-255 images, CL = sum_j w_j d(T_j, S_j) /
+    (sum_k d(N_k j, S_j) + 1e-7) with VGG fed 0-255. Ours, on [0, 1] images with rgb_range 255, is the same
+    number: the contrastive weight acts against an L1 255x larger than a [0, 1] L1."""
+    from pipeline.methods.csd import CSDObjective
+
+    torch.manual_seed(0)
+    stages = [torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()),
+              torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.ReLU())]
+    weights = [0.5, 1.0]
+    ours = CSDObjective(0.25, ContrastiveLoss(FeatureStages(stages, input_scale=255.0), weights), 4, 3,
+                        t_lambda=1.0, contra_lambda=200.0, rgb_range=255.0)
+    s, t, hr, neg = (torch.rand(4, 3, 16, 16) for _ in range(4))
+    loss, _ = ours.total(s, t, hr, neg[:3])
+
+    def official_cl(s255, t255, n255):  # slim_contrast_trainer + contrast_loss, by hand
+        total, fs, ft, fn = 0.0, s255, t255, n255
+        for w, stage in zip(weights, stages):
+            fs, ft, fn = stage(fs), stage(ft), stage(fn)
+            d_ts = (ft - fs).abs().mean()
+            d_sn = sum((fn[k:k + 1] - fs).abs().mean() for k in range(len(fn)))
+            total = total + w * d_ts / (d_sn + 1e-7)
+        return total
+
+    l1 = torch.nn.functional.l1_loss
+    official = l1(hr * 255, s * 255) + 200 * official_cl(s * 255, t * 255, neg[:3] * 255) + l1(hr * 255, t * 255)
+    assert loss.item() == pytest.approx(official.item(), rel=1e-5)
+    # the contrastive share of the loss: ~200/255 of what a [0, 1]-scale weight of 200 would give it
+    on_01 = CSDObjective(0.25, ours.contrastive, 4, 3, 1.0, 200.0, rgb_range=1.0).total(s, t, hr, neg[:3])[0]
+    assert loss.item() / 255 == pytest.approx((l1(s, hr) + l1(t, hr) + 200 / 255 * official_cl(
+        s * 255, t * 255, neg[:3] * 255)).item(), rel=1e-5)
+    assert on_01.item() > loss.item() / 255

@@ -158,3 +158,23 @@ def test_hub_source_offline_gives_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ImageError, match="hub:someone/div2k.*local folder"):
         resolve("hub:someone/div2k")
+
+
+def test_test2k_and_test4k_are_div8k_downsampled_by_a_quarter_and_a_half(tmp_path):
+    """ClassSR's author (issue #20): Test2K = DIV8K 1201-1300 x1/4, Test4K = 1301-1400 x1/2 (not a long side
+    of 2048 / 4096, which only an 8192-px image would give)."""
+    from pipeline.data.prepare import TEST_XK, write_test_set
+
+    class Synthetic(ImageRef):  # a DIV8K-size image without a 50 MB PNG on disk
+        def load(self):
+            y, x = np.mgrid[0:3240, 0:5760]
+            return np.stack([(x // 7) % 256, (y // 5) % 256, (x + y) % 256], -1).astype(np.uint8)
+
+    sizes = {}
+    for name in ("Test2K", "Test4K"):
+        first, _, factor = TEST_XK[name]
+        write_test_set([Synthetic(str(first))], factor, [4], tmp_path / name, 1)
+        sizes[name] = read_image(tmp_path / name / f"HR/{first}.png").shape[:2]
+        assert read_image(tmp_path / name / f"LR_bicubic/X4/{first}.png").shape[:2] == tuple(s // 4 for s in sizes[name])
+    assert sizes == {"Test2K": (808, 1440), "Test4K": (1620, 2880)}  # 3240x5760 / 4 and / 2, mod-cropped to 4
+    assert TEST_XK["Test8K"][2] is None

@@ -63,3 +63,64 @@ def test_cl_grad_switch_controls_gradient_into_the_sr_network(cl_grad):
     if cl_grad:
         grads = torch.autograd.grad(cl, list(net.parameters()), allow_unused=True)
         assert sum(g.abs().sum() for g in grads if g is not None) > 0
+
+
+def official_contrastive_d_loss(real_logits, fake_logits):
+    """loss/adversarial.py contrastive_D_loss, written out with its rearrange/repeat as plain torch."""
+    real_logits, fake_logits = real_logits.reshape(-1), fake_logits.reshape(-1)
+
+    def loss_half(t1, t2):
+        t = torch.cat((t1[:, None], t2[None, :].repeat(t1.shape[0], 1)), dim=-1)
+        return torch.nn.functional.cross_entropy(t, torch.zeros(t1.shape[0], dtype=torch.long))
+
+    return loss_half(real_logits, fake_logits) + loss_half(-fake_logits, -real_logits)
+
+
+def test_d_loss_equals_the_official_formula():
+    torch.manual_seed(0)
+    real = [torch.randn(3, 1, 4, 4) * 2 for _ in range(4)]  # HR + 3 sharpened
+    fake = [torch.randn(3, 1, 4, 4) * 2 for _ in range(4)]  # SR + 3 blurred
+    # the released code: d_real = cat(real, dim 0), d_fake = cat(fake, dim 0), then .reshape(-1)
+    expected = official_contrastive_d_loss(torch.cat(real), torch.cat(fake))
+    assert dual_contrastive_d_loss(real, fake).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_d_update_contrasts_hr_and_sharpened_with_sr_and_blurred(monkeypatch):
+    import pipeline.methods.pcl as pcl
+
+    seen = {}
+
+    def spy(real, fake):
+        seen["real"], seen["fake"] = len(real), len(fake)
+        return dual_contrastive_d_loss(real, fake)
+
+    monkeypatch.setattr(pcl, "dual_contrastive_d_loss", spy)
+    cfg = DistillPCL(train=TrainConfig(batch_size=2))
+    objective = PCLObjective(cfg, 4)
+    net = models.build("msrresnet", 4, nf=8, nb=1)
+    lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)
+
+    class Acc:
+        backward = staticmethod(lambda loss: loss.backward())
+
+    objective.before_step(Acc(), net, lr, hr, 0)
+    assert seen == {"real": 1 + cfg.num_aug, "fake": 1 + cfg.num_aug}  # no bicubic LR among the fakes
+
+
+def test_pcl_loss_equals_the_official_rcan_script_loss_on_the_0_255_scale():
+    """rcanx4_PCL.sh trains on 0-255 with 1*L1 + 5*CL. Our [0, 1] loss with rgb_range 255 and alpha 5 is
+    that number: L1 scales with the images, the embedding (no-bias convs, batch-statistics BN, cosine
+    logits) does not."""
+    cfg = DistillPCL(alpha=5.0, rgb_range=255.0, train=TrainConfig(batch_size=2))
+    objective = PCLObjective(cfg, 4)
+    torch.manual_seed(0)
+    net = models.build("msrresnet", 4, nf=8, nb=1)
+    lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)
+    loss, _ = objective.loss(net, lr, hr, step=3)
+    positives, negatives = objective.samples(lr, hr, 3)
+    with torch.no_grad():
+        sr255 = net(lr) * 255
+        cl255 = objective.contrastive(sr255, [p * 255 for p in positives], [n * 255 for n in negatives])
+        official = torch.nn.functional.l1_loss(sr255, hr * 255) + 5.0 * cl255
+    assert loss.item() == pytest.approx(official.item(), rel=1e-4)
+    assert objective.discriminator.training  # batch statistics for the SR loss, as released

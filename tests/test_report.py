@@ -1,5 +1,7 @@
 """The evaluation report's pieces."""
 
+import pytest
+
 from pipeline.report import Variant, markdown_table, pareto_front
 
 
@@ -16,3 +18,54 @@ def test_markdown_table_has_a_row_per_variant_and_a_column_per_set():
     assert len(lines) == 4 and "Set5 PSNR / SSIM" in lines[0]
     assert "| net | 1,234 | 2.000 | 50 ms | 30.000 / 0.8500 |" in table
     assert "28.431 / 0.8113" in lines[2] and "| bicubic | 0 | 0.000 |  |" in lines[2]  # no latency for bicubic
+
+
+def test_both_protocols_and_patch_weighted_flops_per_set(tmp_path):
+    """Per set: Y PSNR on the whole image (BasicSR), RGB PSNR on ClassSR's own grid region (its tables), and
+    a ClassSR's FLOPs weighted by the class counts of all the set's patches, not by image."""
+    import numpy as np
+    import torch
+
+    from pipeline import models
+    from pipeline.data.images import bicubic_downscale, read_image, write_png
+    from pipeline.metrics import psnr
+    from pipeline.params import ClassSRInference
+    from pipeline.report import as_metrics, classsr_table, score_all, variant
+    from pipeline.upscale import branch_flops, upscale
+
+    rng = np.random.default_rng(0)
+    hrs = {"big": rng.integers(128, 256, (4 * 101, 4 * 150, 3), dtype=np.uint8),  # a 3 x 5 grid, the remainder dropped
+           "small": rng.integers(0, 100, (4 * 40, 4 * 40, 3), dtype=np.uint8)}  # 1 patch
+    for name, hr in hrs.items():
+        (tmp_path / "toy/HR").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "toy/LR_bicubic/X4").mkdir(parents=True, exist_ok=True)
+        write_png(tmp_path / "toy/HR" / f"{name}.png", hr)
+        write_png(tmp_path / "toy/LR_bicubic/X4" / f"{name}.png", bicubic_downscale(hr, 4))
+    torch.manual_seed(0)
+    classsr = models.build("classsr", 4, branch_arch="msrresnet",
+                           branches=[{"nf": 4, "nb": 1}, {"nf": 6, "nb": 1}, {"nf": 8, "nb": 1}]).eval()
+
+    class ByBrightness(torch.nn.Module):  # bright patches -> hard, dark -> simple
+        def forward(self, x):
+            bright = (x.mean(dim=(1, 2, 3)) > 0.5).float()
+            return torch.stack([1 - bright, torch.zeros_like(bright), bright], 1) * 10
+
+    classsr.classifier = ByBrightness()
+    inference = ClassSRInference(patch=32, stride=28, budgets=[1.0], infer_batch=8)
+    vs = [variant("bicubic"), variant("classsr@1", classsr, 1.0, inference)]
+    score_all(vs, tmp_path, 4, inference, flops_set="toy")
+    m = as_metrics(vs[1])
+    for key in ("toy_psnr", "toy_ssim", "toy_psnr_rgb", "toy_flops_per_patch", "toy_flops_percent"):
+        assert key in m, key
+    assert "toy_psnr_rgb" in as_metrics(vs[0])
+    outs = {n: upscale(classsr, read_image(tmp_path / f"toy/LR_bicubic/X4/{n}.png"), cover_all=False) for n in hrs}
+    assert outs["big"].image.shape[:2] == (4 * 88, 4 * 144)  # rows 0, 28, 56; columns 0 ... 112
+    rgb = [psnr(o.image, hrs[n][:o.image.shape[0], :o.image.shape[1]], 4, y_channel=False) for n, o in outs.items()]
+    assert m["toy_psnr_rgb"] == pytest.approx(np.mean(rgb), abs=1e-9)
+    fl = branch_flops(classsr)
+    assert outs["big"].classes.tolist() == [2] * 15 and outs["small"].classes.tolist() == [0]
+    expected = (15 * fl[2] + fl[0]) / 16  # by patch; by image it would be (fl[2] + fl[0]) / 2
+    assert m["toy_flops_per_patch"] == pytest.approx(expected)
+    assert m["toy_flops_percent"] == pytest.approx(100 * expected / fl[-1])
+    assert vs[1].flops_per_patch == pytest.approx(expected)
+    assert "toy RGB PSNR" in classsr_table(vs, ["toy"])

@@ -7,7 +7,8 @@
   embedding: ``vgg19`` (the paper: VGG19 relu1_1..relu5_1, ImageNet weights in torchvision's format,
   fed 0-255 unnormalised as CSD does) or ``teacher`` (download-free: the frozen pretrained teacher's own
   intermediate features on [0, 1] images).
-- :class:`CSDObjective`: the training objective; its deployed network is the slim student.
+- :class:`CSDObjective`: the training objective, on the official loss scale (L1 x rgb_range); its
+  deployed network is the slim student.
 """
 from __future__ import annotations
 
@@ -126,13 +127,24 @@ class ContrastiveLoss(nn.Module):
 
 
 class CSDObjective(Objective):
-    """L1(S) + t_lambda L1(T) + contra_lambda CL(S; T, negatives): teacher (width 1) and student (width w,
-    the same weights) train together; the deliverable is the slim student."""
+    """rgb_range (L1(S) + t_lambda L1(T)) + contra_lambda CL(S; T, negatives): teacher (width 1) and student
+    (width w, the same weights) train together; the deliverable is the slim student.
+
+    The official code trains on 0-255 images, so its L1 terms are rgb_range (255) times ours on [0, 1]
+    while CL, a ratio of distances in an embedding fed the same 0-255 images, is unchanged: scaling our
+    L1 by rgb_range gives the official loss exactly (its balance and its gradient scale)."""
 
     def __init__(self, width: float, contrastive: ContrastiveLoss, scale: int, neg_num: int, t_lambda: float,
-                 contra_lambda: float):
+                 contra_lambda: float, rgb_range: float = 255.0):
         self.width, self.contrastive, self.scale, self.neg_num = width, contrastive, scale, neg_num
-        self.t_lambda, self.contra_lambda = t_lambda, contra_lambda
+        self.t_lambda, self.contra_lambda, self.rgb_range = t_lambda, contra_lambda, rgb_range
+
+    def total(self, student_sr, teacher_sr, hr_img, negatives):
+        """The loss of one batch from its outputs (all on [0, 1]), and the logged terms."""
+        l1_s, l1_t = F.l1_loss(student_sr, hr_img), F.l1_loss(teacher_sr, hr_img)
+        cl = self.contrastive(student_sr, teacher_sr, negatives)
+        loss = self.rgb_range * (l1_s + self.t_lambda * l1_t) + self.contra_lambda * cl
+        return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach(), "contrastive": cl.detach()}
 
     def loss(self, model, lr_img, hr_img, step):
         net = getattr(model, "module", model)  # the shared weights, unwrapped from DDP
@@ -143,10 +155,7 @@ class CSDObjective(Objective):
         g = torch.Generator().manual_seed(step)
         idx = torch.randperm(self.neg_num, generator=g).to(lr_img.device)
         negatives = F.interpolate(lr_img[idx], scale_factor=self.scale, mode="bicubic").clamp(0, 1)
-        l1_s, l1_t = F.l1_loss(student_sr, hr_img), F.l1_loss(teacher_sr, hr_img)
-        cl = self.contrastive(student_sr, teacher_sr, negatives)
-        loss = l1_s + self.t_lambda * l1_t + self.contra_lambda * cl
-        return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach(), "contrastive": cl.detach()}
+        return self.total(student_sr, teacher_sr, hr_img, negatives)
 
     def deployed(self, model):
         return slim(getattr(model, "module", model), self.width).to(next(model.parameters()).device).eval()

@@ -3,8 +3,15 @@
 Positives: HR and K sharpened HRs (kornia sharpness, factor ~ U[0.5, 3)). Negatives: the bicubic-
 upsampled LR and K Gaussian-blurred HRs (odd kernels 3-11, sigma ~ U[0.1, 2)). The embedding is a
 discriminator on the Haar high-frequency bands (LH, HL, HH of each RGB channel: 9 channels at half
-resolution); it is trained with the dual contrastive loss, and its post-BN features at ``layers`` give
-the InfoNCE loss of the SR network (spatial mean of per-pixel cosine similarity, no temperature).
+resolution); it is trained each step with the dual contrastive loss (real: HR and the sharpened HRs;
+fake: SR and the blurred HRs), and its features at ``layers`` give the InfoNCE loss of the SR network
+(spatial mean of per-pixel cosine similarity, no temperature).
+
+As the released code (Aitical/PCL-SISR, loss/adversarial.py) runs, not as its flags read: the features
+are post-activation (``--before_relu`` stores each block's BN output, which the in-place LeakyReLU then
+overwrites), the discriminator stays in train mode (batch statistics) for the SR network's loss, and
+the D loss compares every real logit of the batch with every fake one. The loss is on the official
+scale: rgb_range * L1 + alpha * CL (the RCAN script trains on 0-255: alpha 5 there is ~0.02 on [0, 1]).
 """
 from __future__ import annotations
 
@@ -41,13 +48,13 @@ class WaveletDiscriminator(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(512, 1, 1))
 
     def forward(self, x, layers=()):
-        """Patch logits (N, 1, 4, 4), and the post-BN, pre-activation features at ``layers``."""
+        """Patch logits (N, 1, 4, 4), and the features after block ``i`` (conv, BN, LeakyReLU) for each i
+        in ``layers`` (post-activation, as the released code's features end up)."""
         feats, h = {}, haar_high_bands(x)
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
-            h = bn(conv(h))
+            h = F.leaky_relu(bn(conv(h)), 0.2)
             if i in layers:
                 feats[i] = h
-            h = F.leaky_relu(h, 0.2)
         return self.head(h), [feats[i] for i in layers]
 
 
@@ -63,17 +70,17 @@ def info_nce(anchor: torch.Tensor, positives: list[torch.Tensor], negatives: lis
 
 
 def dual_contrastive_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
-    """Each real logit against all fake logits (target: the real one), plus the mirrored term."""
-    r = torch.stack([x.flatten(1) for x in real], 1)  # (N, R, P)
-    f = torch.stack([x.flatten(1) for x in fake], 1)  # (N, F, P)
-    loss = 0.0
-    for i in range(r.shape[1]):
-        logits = torch.cat([r[:, i:i + 1], f], 1).transpose(1, 2).reshape(-1, 1 + f.shape[1])
-        loss = loss + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-    for j in range(f.shape[1]):
-        logits = torch.cat([-f[:, j:j + 1], -r], 1).transpose(1, 2).reshape(-1, 1 + r.shape[1])
-        loss = loss + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-    return loss / (r.shape[1] + f.shape[1])
+    """PCL's ``contrastive_D_loss(d_real.reshape(-1), d_fake.reshape(-1))``: every real patch logit of the
+    batch (all samples, images and patches) against every fake one, CE with target the real, plus the
+    mirrored term on negated logits. CE([a_i, b_1..b_M], 0) = logaddexp(a_i, logsumexp(b)) - a_i, so
+    the (R x F) logit matrix is never built."""
+    r = torch.cat([x.flatten() for x in real])
+    f = torch.cat([x.flatten() for x in fake])
+
+    def half(a, b):
+        return (torch.logaddexp(a, torch.logsumexp(b, 0)) - a).mean()
+
+    return half(r, f) + half(-f, -r)
 
 
 def sharpened(hr: torch.Tensor, k: int, low: float, high: float, gen: random.Random) -> list[torch.Tensor]:
@@ -98,7 +105,7 @@ def blurred(hr: torch.Tensor, k: int, sizes: list[int], sigma: tuple[float, floa
 
 
 class PCLObjective(Objective):
-    """L1 + alpha * InfoNCE in the embedding of a wavelet discriminator that is itself trained each step
+    """rgb_range * L1 + alpha * InfoNCE in the embedding of a wavelet discriminator that is itself trained each step
     with the dual contrastive loss (``cfg``: a DistillPCL params section)."""
 
     def __init__(self, cfg, scale: int):
@@ -123,13 +130,15 @@ class PCLObjective(Objective):
         return positives, negatives
 
     def before_step(self, accelerator, model, lr_img, hr_img, step):
+        """One update of the discriminator: real = HR and the sharpened HRs, fake = SR and the blurred HRs
+        (the released --contras_D_train sets; the bicubic LR is a negative of the SR loss only)."""
         with torch.no_grad():
             sr = model(lr_img).clamp(0, 1)
             positives, negatives = self.samples(lr_img, hr_img, step)
         d = self.discriminator
         d.train()
         real = [d(x)[0] for x in positives]
-        fake = [d(x)[0] for x in [sr] + negatives]
+        fake = [d(x)[0] for x in [sr] + negatives[1:]]
         loss = dual_contrastive_d_loss(real, fake)
         self.d_opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -138,16 +147,15 @@ class PCLObjective(Objective):
         return {"d_loss": loss.detach()}
 
     def contrastive(self, sr, positives, negatives):
-        """CL of the SR batch; gradients reach the SR network only when cl_grad is on."""
-        d = getattr(self.discriminator, "module", self.discriminator)  # frozen for this term
-        d.eval()
+        """CL of the SR batch, the discriminator frozen and in train mode (as released); gradients reach
+        the SR network only when cl_grad is on (the paper; the released code computes it under no_grad)."""
+        d = getattr(self.discriminator, "module", self.discriminator)
         layers = tuple(self.cfg.layers)
         with torch.set_grad_enabled(self.cfg.cl_grad and torch.is_grad_enabled()):
             f_sr = d(sr, layers)[1]
         with torch.no_grad():
             f_pos = [d(x, layers)[1] for x in positives]
             f_neg = [d(x, layers)[1] for x in negatives]
-        d.train()
         return torch.stack([info_nce(f_sr[i], [f[i] for f in f_pos], [f[i] for f in f_neg])
                             for i in range(len(layers))]).mean()
 
@@ -161,4 +169,4 @@ class PCLObjective(Objective):
         cl = self.contrastive(sr, positives, negatives)
         d.requires_grad_(True)
         l1 = F.l1_loss(sr, hr_img)
-        return l1 + self.cfg.alpha * cl, {"l1": l1.detach(), "contrastive": cl.detach()}
+        return self.cfg.rgb_range * l1 + self.cfg.alpha * cl, {"l1": l1.detach(), "contrastive": cl.detach()}
