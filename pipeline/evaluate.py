@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.data.images import read_image, to_float, to_uint8
 from pipeline.metrics import psnr, ssim
+from pipeline.tiling import positions
 from pipeline.upscale import branch_flops, class_weighted_flops, upscale
 
 
@@ -38,6 +39,21 @@ def mean_scores(srs: list[np.ndarray], pairs, scale: int) -> dict:
     per_image = {name: score(sr, hr, scale) for sr, (name, _, hr) in zip(srs, pairs)}
     return {"psnr": float(np.mean([s["psnr"] for s in per_image.values()])),
             "ssim": float(np.mean([s["ssim"] for s in per_image.values()])), "per_image": per_image}
+
+
+def grid_side(length: int, patch: int = 32, stride: int = 28) -> int:
+    """The LR side ClassSR's own patch grid covers (its test drops the remainder)."""
+    return positions(length, patch, stride, cover_all=False)[-1] + patch
+
+
+def classsr_protocol_psnr(srs: list[np.ndarray], pairs, scale: int, patch: int = 32, stride: int = 28) -> float:
+    """ClassSR's test metric: RGB PSNR (crop = scale) on the region its patch grid covers, averaged over
+    images; ``srs`` cover at least that region (a ClassSR run on its own grid, or any whole-image SR)."""
+    values = []
+    for sr, (_, lr, hr) in zip(srs, pairs):
+        h, w = (grid_side(n, patch, stride) * scale for n in lr.shape[:2])
+        values.append(psnr(sr[:h, :w], hr[:h, :w], scale, y_channel=False))
+    return float(np.mean(values))
 
 
 def evaluate_pairs(upscale_fn, pairs, scale: int) -> dict:

@@ -427,6 +427,7 @@ class GhostMethod:
     tau_start: float = 10.0  # Gumbel temperature, decayed exponentially to tau_end over the fine-tune
     tau_end: float = 0.01
     kmeans_seed: int = 0
+    layers: list[str] = field(default_factory=list)  # conv names to convert; [] = every residual block's two
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, p):

@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from pipeline.evaluate import bicubic_upscale, mean_scores, test_pairs
-from pipeline.metrics import psnr
+from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, mean_scores, test_pairs
 from pipeline.params import ClassSRInference
-from pipeline.tiling import positions
 from pipeline.upscale import Upscaled, branch_flops, class_weighted_flops, cost, is_classsr, upscale
 
 
@@ -63,27 +61,16 @@ def as_metrics(v: Variant) -> dict:
     return out
 
 
-def grid_side(length: int, inference: ClassSRInference) -> int:
-    """The LR side ClassSR's own patch grid covers (its test drops the remainder)."""
-    return positions(length, inference.patch, inference.stride, cover_all=False)[-1] + inference.patch
-
-
 def classsr_protocol(v: Variant, pairs, whole: list[Upscaled], scale: int, inference: ClassSRInference) -> dict:
     """ClassSR's test: RGB PSNR (crop = scale) on the region its patch grid covers; a ClassSR runs on that
     grid itself, and its FLOPs are weighted by the class counts of all the set's patches."""
-    scores, classes = [], []
-    for (_, lr, hr), out in zip(pairs, whole):
-        h, w = (grid_side(n, inference) * scale for n in lr.shape[:2])
-        if v.model is not None and is_classsr(v.model):
-            out = run_variant(v, lr, scale, inference, cover_all=False)
-            classes.append(out.classes)
-        scores.append(psnr(out.image[:h, :w], hr[:h, :w], scale, y_channel=False))
-    result = {"psnr_rgb": float(np.mean(scores))}
-    if classes:
-        flops = branch_flops(v.model, inference.patch)
-        mean = class_weighted_flops(v.model, np.concatenate(classes), flops)
+    srs, result = [o.image for o in whole], {}
+    if v.model is not None and is_classsr(v.model):
+        grid = [run_variant(v, lr, scale, inference, cover_all=False) for _, lr, _ in pairs]
+        srs, flops = [o.image for o in grid], branch_flops(v.model, inference.patch)
+        mean = class_weighted_flops(v.model, np.concatenate([o.classes for o in grid]), flops)
         result.update(flops_per_patch=mean, flops_percent=100 * mean / flops[-1])
-    return result
+    return {"psnr_rgb": classsr_protocol_psnr(srs, pairs, scale, inference.patch, inference.stride), **result}
 
 
 def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSRInference, flops_set: str) -> list[str]:
@@ -127,6 +114,52 @@ def classsr_table(variants: list[Variant], sets: list[str]) -> str:
             cells.append(f"{d['psnr_rgb']:.3f} | {flops / 1e9:.3f}{pct}")
         rows.append(f"| {v.name} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+@dataclass
+class Claim:
+    """A paper's headline claim as a check on this run: ``variant`` against ``reference`` on each test set,
+    PSNR difference >= ``min_gain_db`` (and FLOPs <= ``max_flops_ratio`` of the reference's, if set)."""
+    paper: str
+    text: str
+    variant: str
+    reference: str
+    min_gain_db: float
+    metric: str = "psnr"  # "psnr": Y on the whole image (BasicSR); "psnr_rgb": ClassSR's own protocol
+    max_flops_ratio: float | None = None
+
+
+CLAIMS = [
+    Claim("CSD", "the CSD student beats the same student trained alone with L1", "csd_student", "student_l1", 0.0),
+    Claim("PCL", "fine-tuning with PCL does not lose to the L1 student it starts from", "pcl_student", "student_l1", 0.0),
+    Claim("GhostSR", "almost lossless: at most 0.15 dB below its source", "ghost", "teacher", -0.15),
+    Claim("ClassSR", "within 0.05 dB of branch-O (its protocol) at under 90 % of its FLOPs", "classsr@1",
+          "branch_O_hard", -0.05, "psnr_rgb", 0.9),
+]
+
+
+def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] = CLAIMS) -> list[dict]:
+    """One row per claim and test set whose variants this run has: the measured gap and whether it holds."""
+    by_name, rows = {v.name: v for v in variants}, []
+    for c in claims:
+        if c.variant not in by_name or c.reference not in by_name:
+            continue
+        v, ref = by_name[c.variant], by_name[c.reference]
+        for s in sets:
+            gain = v.scores[s][c.metric] - ref.scores[s][c.metric]
+            ratio = v.scores[s].get("flops_per_patch", v.flops_per_patch) / ref.flops_per_patch
+            holds = gain >= c.min_gain_db and (c.max_flops_ratio is None or ratio < c.max_flops_ratio)
+            rows.append({"paper": c.paper, "claim": c.text, "set": s, "variant": c.variant, "reference": c.reference,
+                         "gain_db": gain, "flops_ratio": ratio, "holds": holds})
+    return rows
+
+
+def claims_table(rows: list[dict]) -> str:
+    lines = ["| paper | claim | set | variant vs reference | ΔPSNR (dB) | FLOPs ratio | holds |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['paper']} | {r['claim']} | {r['set']} | {r['variant']} vs {r['reference']} | "
+                     f"{r['gain_db']:+.3f} | {r['flops_ratio']:.2f} | {'yes' if r['holds'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
 
 
 def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:

@@ -8,7 +8,8 @@ from pipeline import models
 from pipeline.evaluate import test_pairs
 from pipeline.files import write_json
 from pipeline.params import load_section
-from pipeline.report import as_metrics, classsr_table, crops_figure, markdown_table, plot_pareto, score_all, variant
+from pipeline.report import (as_metrics, check_claims, claims_table, classsr_table, crops_figure, markdown_table,
+                             plot_pareto, score_all, variant)
 from pipeline.stage import run
 from pipeline.tracking import stage_run
 
@@ -34,18 +35,18 @@ def main():
         variants = collect_variants(cfg)
         sets = score_all(variants, TEST, cfg.scale, cfg.inference, cfg.pareto_set)
         metrics = {v.name: as_metrics(v) for v in variants}
-        table = markdown_table(variants, sets)
+        table, claims = markdown_table(variants, sets), check_claims(variants, sets)
         Path(TABLE).parent.mkdir(exist_ok=True)
         Path(TABLE).write_text(
             f"# Results (x{cfg.scale})\n\n## BasicSR protocol: Y channel, crop {cfg.scale}, whole image\n\n{table}\n"
             f"## ClassSR protocol: RGB, crop {cfg.scale}, on the region its {cfg.inference.patch}/"
             f"{cfg.inference.stride} patch grid covers; ClassSR FLOPs weighted by the set's class counts\n\n"
-            f"{classsr_table(variants, sets)}")
+            f"{classsr_table(variants, sets)}\n## Each paper's claim on this run\n\n{claims_table(claims)}")
         Path(PARETO).parent.mkdir(exist_ok=True)
         front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO)
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
         crops_figure(variants, test_pairs(Path(TEST) / crops_set, cfg.scale)[0], cfg.scale, cfg.inference, CROPS)
-        write_json(METRICS, {"variants": metrics, "pareto_front": front})
+        write_json(METRICS, {"variants": metrics, "pareto_front": front, "claims": claims})
         print(table)
         for v in variants:
             tracker.child_run(v.name, as_metrics(v))

@@ -5,13 +5,13 @@ them in order, each with its own process count), the next phase starting from th
 The last phase scores patch-wise inference on the validation set at every FLOPs budget."""
 import sys
 
-import numpy as np
 
 from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import bicubic_upscale, budget_metrics, evaluate_pairs, score, test_pairs, validator
+from pipeline.evaluate import (bicubic_upscale, budget_metrics, classsr_protocol_psnr, evaluate_pairs, test_pairs,
+                               validator)
 from pipeline.methods.classsr import ClassSRObjective, assemble
 from pipeline.metrics import count_params
 from pipeline.params import CLASS_NAMES, ParamError, load_section
@@ -28,8 +28,8 @@ def phase_result(phase: str) -> str:
 
 
 def classsr_metrics(net, pairs, scale: int, inference) -> dict:
-    """ClassSR against bicubic and its own branch-O (tiled like ClassSR, and whole-image) at every budget,
-    and on ClassSR's own grid (no remainder, GT cropped to the covered region)."""
+    """ClassSR against bicubic and its own branch-O (tiled like ClassSR, and whole-image) at every budget
+    (Y-PSNR), and by ClassSR's own protocol (its grid, no remainder: RGB PSNR on the covered region)."""
     hard, opts = net.branches[-1], inference.options()
     tiled = {**opts, "tile": inference.patch, "overlap": inference.patch - inference.stride}
     metrics = {"params": count_params(net),
@@ -38,9 +38,8 @@ def classsr_metrics(net, pairs, scale: int, inference) -> dict:
                "branch_o_tiled_psnr": validator(pairs, scale, **tiled)(hard)["psnr"],
                "branch_o_whole_psnr": validator(pairs, scale)(hard)["psnr"],
                **budget_metrics(net, pairs, scale, inference.budgets, **opts)}
-    crop = [upscale(net, lr, cover_all=False, **opts).image for _, lr, _ in pairs]
-    metrics["classsr_crop_protocol_psnr"] = float(np.mean([score(sr, hr[:sr.shape[0], :sr.shape[1]], scale)["psnr"]
-                                                           for sr, (_, _, hr) in zip(crop, pairs)]))
+    grid = [upscale(net, lr, cover_all=False, **opts).image for _, lr, _ in pairs]
+    metrics["classsr_protocol_rgb_psnr"] = classsr_protocol_psnr(grid, pairs, scale, inference.patch, inference.stride)
     return metrics
 
 

@@ -135,3 +135,38 @@ def test_params_survive_dvc_rewriting_the_file(repo, tmp_path, monkeypatch):
     rfdn = load_section("train_rfdn", P.TrainRFDN, path)
     assert rfdn.train.mixed_precision == "no" and rfdn.train.max_steps == 7
     assert load_section("pretrain_teacher", None, path).train.mixed_precision == "no"
+
+
+@pytest.mark.parametrize("recipe, classsr_params", [("fsrcnn", 112_940), ("carn_m", 645_476), ("rcan", 30_114_948)])
+def test_classsr_backbone_recipes_derive_valid_profiles_with_the_papers_sizes(repo, tmp_path, recipe, classsr_params):
+    """Each recipe over the paper profile validates, and its branches + classifier have ClassSR's parameter
+    totals (the paper's 113K / 645K / 30.1M); GhostSR converts the convs the recipe names."""
+    import torch
+
+    from pipeline import models
+    from pipeline.methods.ghost import convert
+    from pipeline.metrics import count_params
+    from pipeline.profiles import derive
+
+    out = tmp_path / "params.yaml"
+    out.write_text(derive(repo / "profiles/paper.yaml", repo / "profiles/classsr_backbones.yaml", recipe))
+    branch = load_section("train_branch", path=out)
+    teacher = load_section("pretrain_teacher", path=out)
+    with torch.device("meta"):
+        classsr = models.build("classsr", 4, branch_arch=branch.arch, branches=list(branch.branches.values()))
+    assert count_params(classsr) == classsr_params
+    ghost = load_section("ghost", path=out)
+    if ghost.layers:
+        net = models.build(teacher.model.arch, 4, **teacher.model.kwargs)
+        converted = convert(net, ghost.ratio, ghost.layers)
+        assert count_params(converted) < count_params(net)
+    assert "train_ClassSR_SRResNet.yml" in out.read_text()  # the base profile's comments are kept
+
+
+def test_a_recipe_key_missing_from_the_base_is_named(repo, tmp_path):
+    from pipeline.params import ParamError
+    from pipeline.profiles import derive
+
+    (tmp_path / "r.yaml").write_text("bad:\n  train_branch.no_such_key: 1\n")
+    with pytest.raises(ParamError, match="train_branch.no_such_key"):
+        derive(repo / "profiles/paper.yaml", tmp_path / "r.yaml", "bad")

@@ -89,7 +89,8 @@ def convert(model: nn.Module, ratio: float = 0.5, layers: list[str] | None = Non
     model = copy.deepcopy(model)
     layers = layers if layers is not None else ghost_layers(model)
     if not layers:
-        raise ValueError(f"ghost: {type(model).__name__} has no residual-block convs to convert; name the layers")
+        raise ValueError(f"ghost: {type(model).__name__} has no residual-block convs to convert; name the convs "
+                         "to convert in the params' `layers`")
     plan, weights = {}, {}
     for name in layers:
         conv = model.get_submodule(name)
@@ -140,7 +141,8 @@ def fine_tune(source: nn.Module, cfg, batches, stage: str, data_info: dict, vali
     convert, fine-tune with annealed shifts on ``batches``, export. Returns (exported model, TrainResult)."""
     from pipeline.train import train
 
-    model = convert(source, cfg.ratio, d=cfg.d, mode=cfg.mode, per_channel=cfg.per_channel, seed=cfg.kmeans_seed)
+    model = convert(source, cfg.ratio, cfg.layers or None, d=cfg.d, mode=cfg.mode, per_channel=cfg.per_channel,
+                    seed=cfg.kmeans_seed)
     objective = AnnealedGhost(cfg.tau_start, cfg.tau_end, cfg.train.max_steps)
     result = train(model, cfg.train, batches, objective, stage=stage, params=cfg, ckpt_dir=f"checkpoints/{stage}",
                    data_info=data_info, validate=validate)
