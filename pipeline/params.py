@@ -32,7 +32,12 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
+        for i, option in enumerate(inner):  # the first type the value converts to
+            try:
+                return _convert(value, option, key)
+            except ParamError:
+                if i == len(inner) - 1:
+                    raise
     if origin is Literal:
         if value not in args:
             _fail(key, f"got {value!r}; allowed: {', '.join(map(repr, args))}")
@@ -136,16 +141,21 @@ def as_flat_dict(obj, prefix: str = "") -> dict:
 
 # ---- data preparation -----------------------------------------------------------------------------
 
-def _check_source(source: str, key: str):
+def _check_source(source: str | list[str], key: str):
+    if isinstance(source, list):  # several folders, e.g. DF2K = [DIV2K_train_HR, Flickr2K_HR]
+        check(len(source) > 0, key, "give at least one folder")
+        for i, folder in enumerate(source):
+            check(Path(folder).is_dir(), f"{key}[{i}]", f"folder '{folder}' does not exist")
+        return
     if source == "sample" or source.startswith("hub:"):
         return
-    check(Path(source).is_dir(), key, f"folder '{source}' does not exist; use 'sample', 'hub:<dataset id>' "
-          "or a folder of HR images")
+    check(Path(source).is_dir(), key, f"folder '{source}' does not exist; use 'sample', 'hub:<dataset id>', "
+          "a folder of HR images or a list of folders")
 
 
 @dataclass
 class PrepareSR:
-    source: str = "sample"  # 'sample' | a folder of HR images | 'hub:<dataset id>'
+    source: str | list[str] = "sample"  # 'sample' | a folder of HR images | a list of them (DF2K) | 'hub:<id>'
     hub_split: str = "train"
     hub_image_column: str = "image"
     scales: list[int] = field(default_factory=lambda: [4])
@@ -172,7 +182,7 @@ class PrepareSR:
 
 @dataclass
 class PrepareClassSR:
-    source: str = "sample"
+    source: str | list[str] = "sample"
     hub_split: str = "train"
     hub_image_column: str = "image"
     scale: int = 4

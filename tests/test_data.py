@@ -178,3 +178,26 @@ def test_test2k_and_test4k_are_div8k_downsampled_by_a_quarter_and_a_half(tmp_pat
         assert read_image(tmp_path / name / f"LR_bicubic/X4/{first}.png").shape[:2] == tuple(s // 4 for s in sizes[name])
     assert sizes == {"Test2K": (808, 1440), "Test4K": (1620, 2880)}  # 3240x5760 / 4 and / 2, mod-cropped to 4
     assert TEST_XK["Test8K"][2] is None
+
+
+def test_df2k_source_is_a_list_of_folders_with_unique_names(tmp_path, monkeypatch):
+    """prepare_sr.source: [DIV2K_train_HR, Flickr2K_HR] reads both; a name in two folders is an error naming both."""
+    from pipeline.data.sources import resolve
+    from pipeline.params import ParamError, load_section
+
+    for folder, names in [("DIV2K_train_HR", ["0001", "0002"]), ("Flickr2K_HR", ["000001"])]:
+        (tmp_path / folder).mkdir()
+        for n in names:
+            Image.fromarray(photo("chelsea", (0, 0, 64, 64))).save(tmp_path / folder / f"{n}.png")
+    refs = resolve([str(tmp_path / "DIV2K_train_HR"), str(tmp_path / "Flickr2K_HR")])
+    assert [r.name for r in refs] == ["0001", "0002", "000001"]
+    (tmp_path / "other").mkdir()
+    Image.fromarray(photo("chelsea", (0, 0, 64, 64))).save(tmp_path / "other/0002.png")
+    with pytest.raises(ImageError, match="'0002' is in two source folders.*DIV2K_train_HR/0002.png.*other/0002.png"):
+        resolve([str(tmp_path / "DIV2K_train_HR"), str(tmp_path / "other")])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("prepare_sr:\n  source: [DIV2K_train_HR, Flickr2K_HR]\n")
+    assert load_section("prepare_sr").source == ["DIV2K_train_HR", "Flickr2K_HR"]
+    (tmp_path / "params.yaml").write_text("prepare_sr:\n  source: [DIV2K_train_HR, Flickr2K]\n")
+    with pytest.raises(ParamError, match=r"prepare_sr.source\[1\].*'Flickr2K' does not exist"):
+        load_section("prepare_sr")

@@ -71,7 +71,23 @@ def hub_refs(dataset_id: str, split: str, column: str) -> list[ImageRef]:
     return [ImageRef(f"{i:06d}", hub=(dataset_id, split, column, i)) for i in range(len(ds))]
 
 
-def resolve(source: str, split: str = "train", hub_split: str = "train", hub_column: str = "image"):
+def folders_refs(folders: list[str]) -> list[ImageRef]:
+    """The images of several folders (DF2K: DIV2K + Flickr2K); a name found in two of them is an error
+    naming both files (sub-images and patch classes are keyed by image name)."""
+    refs, seen = [], {}
+    for folder in folders:
+        for ref in folder_refs(folder):
+            if ref.name in seen:
+                raise ImageError(f"image name '{ref.name}' is in two source folders: {seen[ref.name]} and {ref.path}; "
+                                 "rename one (sub-images are keyed by image name)")
+            seen[ref.name] = ref.path
+            refs.append(ref)
+    return refs
+
+
+def resolve(source: str | list[str], split: str = "train", hub_split: str = "train", hub_column: str = "image"):
+    if isinstance(source, list):
+        return folders_refs(source)
     if source == "sample":
         return sample_refs(split)
     if source.startswith("hub:"):
