@@ -139,6 +139,11 @@ def as_flat_dict(obj, prefix: str = "") -> dict:
     return flat
 
 
+def is_model(path: str) -> bool:
+    """A saved model folder, or a published checkpoint file (``models.load`` reads both)."""
+    return Path(path).is_dir() or (Path(path).is_file() and Path(path).suffix in (".pt", ".pth"))
+
+
 # ---- data preparation -----------------------------------------------------------------------------
 
 def _check_source(source: str | list[str], key: str):
@@ -304,7 +309,8 @@ class TrainConfig:
             check(getattr(self, k) > 0, f"{p}.{k}", "must be > 0")
         check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
         if self.init_from and not self.init_from.startswith("official:"):
-            check(Path(self.init_from).is_dir(), f"{p}.init_from", f"model folder '{self.init_from}' not found")
+            check(is_model(self.init_from), f"{p}.init_from",
+                  f"'{self.init_from}' is neither a saved model folder nor a .pt/.pth checkpoint")
 
 
 @dataclass
@@ -448,11 +454,11 @@ class GhostMethod:
 
 @dataclass
 class Ghost(GhostMethod):
-    source: str = "models/teacher"  # any saved model folder
+    source: str = "models/teacher"  # a saved model folder or a published checkpoint (.pt / .pth)
 
     def validate(self, p):
-        check(Path(self.source).is_dir() or self.source == "models/teacher", f"{p}.source",
-              f"model folder '{self.source}' not found")
+        check(is_model(self.source) or self.source == "models/teacher", f"{p}.source",
+              f"'{self.source}' is neither a saved model folder nor a .pt/.pth checkpoint")
         super().validate(p)
 
 
@@ -469,7 +475,7 @@ class ComposeClassSR(GhostMethod):
 
 @dataclass
 class DistillCSD:
-    teacher: str = "models/teacher"
+    teacher: str = "models/teacher"  # a saved model folder or a published checkpoint (EDSR-PyTorch .pt)
     width: float = 0.25  # student width multiplier
     contra_lambda: float = 200.0  # on the official loss scale (rgb_range)
     t_lambda: float = 1.0

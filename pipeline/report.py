@@ -32,6 +32,7 @@ class Variant:
     latency_s: float = float("nan")  # CPU, one 128x128 LR input; nan for bicubic
     # test set -> {psnr, ssim (Y, whole image), psnr_rgb (ClassSR's grid)[, flops_per_patch, flops_percent]}
     scores: dict = field(default_factory=dict)
+    scale: int = 0  # the model's own scale (0: bicubic, at the evaluation's scale)
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
@@ -40,7 +41,8 @@ def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInfere
         return Variant(name)
     opts = inference.options() if inference and is_classsr(model) else {}
     c = cost(model.eval(), budget=budget, **opts)
-    return Variant(name, model, budget, c["params"], c["flops_per_patch"], c["cpu_latency_s"])
+    return Variant(name, model, budget, c["params"], c["flops_per_patch"], c["cpu_latency_s"],
+                   scale=model.config["scale"])
 
 
 def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInference,
@@ -74,17 +76,26 @@ def classsr_protocol(v: Variant, pairs, whole: list[Upscaled], scale: int, infer
 
 
 def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSRInference, flops_set: str) -> list[str]:
-    """Scores of every variant on every prepared test set by both protocols; a ClassSR's FLOPs per patch
-    (which depend on the images) become those it spent on ``flops_set``."""
+    """Scores of every variant on every prepared test set by both protocols, each variant at its own scale
+    (a x2 GhostSR EDSR on the sets' X2 LR, where prepared); a ClassSR's FLOPs per patch (which depend on
+    the images) become those it spent on ``flops_set``."""
     sets = sorted(p.name for p in Path(test_root).iterdir() if (p / f"LR_bicubic/X{scale}").is_dir())
-    for name in sets:
-        pairs = test_pairs(Path(test_root) / name, scale)
-        for v in variants:
-            whole = [run_variant(v, lr, scale, inference) for _, lr, _ in pairs]
-            r = mean_scores([o.image for o in whole], pairs, scale)
-            v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"], **classsr_protocol(v, pairs, whole, scale, inference)}
     for v in variants:
-        v.flops_per_patch = v.scores.get(flops_set, v.scores[sets[-1]]).get("flops_per_patch", v.flops_per_patch)
+        if v.scale and v.scale != scale and not v.name.endswith(f"(x{v.scale})"):
+            v.name = f"{v.name} (x{v.scale})"
+    for name in sets:
+        for v in variants:
+            s = v.scale or scale
+            if not (Path(test_root) / name / f"LR_bicubic/X{s}").is_dir():
+                print(f"evaluate: {v.name} is x{s}; {name} has no X{s} LR (prepare_test.scales): not scored there")
+                continue
+            pairs = test_pairs(Path(test_root) / name, s)
+            whole = [run_variant(v, lr, s, inference) for _, lr, _ in pairs]
+            r = mean_scores([o.image for o in whole], pairs, s)
+            v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"], **classsr_protocol(v, pairs, whole, s, inference)}
+    for v in variants:
+        chosen = v.scores.get(flops_set) or next(iter(v.scores.values()), {})
+        v.flops_per_patch = chosen.get("flops_per_patch", v.flops_per_patch)
     return sets
 
 
@@ -95,7 +106,7 @@ def markdown_table(variants: list[Variant], sets: list[str]) -> str:
     rows = [head, "|" + "---|" * (4 + len(sets))]
     for v in variants:
         lat = "" if np.isnan(v.latency_s) else f"{v.latency_s * 1e3:.0f} ms"
-        cells = [f"{v.scores[s]['psnr']:.3f} / {v.scores[s]['ssim']:.4f}" for s in sets]
+        cells = [f"{v.scores[s]['psnr']:.3f} / {v.scores[s]['ssim']:.4f}" if s in v.scores else "–" for s in sets]
         rows.append(f"| {v.name} | {v.params:,} | {v.flops_per_patch / 1e9:.3f} | {lat} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
@@ -108,6 +119,9 @@ def classsr_table(variants: list[Variant], sets: list[str]) -> str:
     for v in variants:
         cells = []
         for s in sets:
+            if s not in v.scores:
+                cells.append("– | –")
+                continue
             d = v.scores[s]
             flops = d.get("flops_per_patch", v.flops_per_patch if v.model is not None and not is_classsr(v.model) else 0.0)
             pct = f" ({d['flops_percent']:.0f} %)" if "flops_percent" in d else ""
@@ -145,7 +159,9 @@ def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] =
         if c.variant not in by_name or c.reference not in by_name:
             continue
         v, ref = by_name[c.variant], by_name[c.reference]
-        for s in sets:
+        if v.scale != ref.scale:
+            continue  # e.g. the paper profile's x2 GhostSR EDSR against a x4 teacher: no claim to check
+        for s in (s for s in sets if s in v.scores and s in ref.scores):
             gain = v.scores[s][c.metric] - ref.scores[s][c.metric]
             ratio = v.scores[s].get("flops_per_patch", v.flops_per_patch) / ref.flops_per_patch
             holds = gain >= c.min_gain_db and (c.max_flops_ratio is None or ratio < c.max_flops_ratio)
@@ -171,13 +187,14 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     return front
 
 
-def plot_pareto(variants: list[Variant], test_set: str, path):
+def plot_pareto(variants: list[Variant], test_set: str, path, scale: int = 4):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(v.name, v.flops_per_patch / 1e9, v.scores[test_set]["psnr"]) for v in variants if v.flops_per_patch > 0]
+    pts = [(v.name, v.flops_per_patch / 1e9, v.scores[test_set]["psnr"]) for v in variants
+           if v.flops_per_patch > 0 and test_set in v.scores and v.scale in (0, scale)]
     front = set(pareto_front(pts))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, f, p in pts:
@@ -206,7 +223,8 @@ def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRIn
     name, lr, hr = pair
     h, w = hr.shape[:2]
     top, left = (h - crop) // 2 // scale * scale, (w - crop) // 2 // scale * scale
-    tiles = [(v.name, run_variant(v, lr, scale, inference).image[top:top + crop, left:left + crop]) for v in variants]
+    tiles = [(v.name, run_variant(v, lr, scale, inference).image[top:top + crop, left:left + crop]) for v in variants
+             if v.scale in (0, scale)]
     tiles.append(("HR", hr[top:top + crop, left:left + crop]))
     zoom = 2
     sheet = Image.new("RGB", (len(tiles) * crop * zoom, crop * zoom + 14), "white")

@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline import models
 from pipeline.evaluate import test_pairs
 from pipeline.files import write_json
-from pipeline.params import load_section
+from pipeline.params import is_model, load_section
 from pipeline.report import (as_metrics, check_claims, claims_table, classsr_table, crops_figure, markdown_table,
                              plot_pareto, score_all, variant)
 from pipeline.stage import run
@@ -21,7 +21,7 @@ def collect_variants(cfg):
     variants = [variant("bicubic")]
     if cfg.official_erfdn and Path(cfg.official_erfdn).is_file():
         variants.append(variant("E-RFDN official (AIM 2020)", models.import_official("erfdn", cfg.official_erfdn)))
-    variants += [variant(name, models.load(folder)) for name, folder in cfg.models.items() if Path(folder).is_dir()]
+    variants += [variant(name, models.load(folder)) for name, folder in cfg.models.items() if is_model(folder)]
     for name, folder in cfg.classsr.items():
         if Path(folder).is_dir():
             model = models.load(folder)
@@ -43,7 +43,7 @@ def main():
             f"{cfg.inference.stride} patch grid covers; ClassSR FLOPs weighted by the set's class counts\n\n"
             f"{classsr_table(variants, sets)}\n## Each paper's claim on this run\n\n{claims_table(claims)}")
         Path(PARETO).parent.mkdir(exist_ok=True)
-        front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO)
+        front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO, cfg.scale)
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
         crops_figure(variants, test_pairs(Path(TEST) / crops_set, cfg.scale)[0], cfg.scale, cfg.inference, CROPS)
         write_json(METRICS, {"variants": metrics, "pareto_front": front, "claims": claims})

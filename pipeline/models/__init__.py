@@ -71,13 +71,32 @@ def read_config(folder) -> dict:
     return json.loads(path.read_text())
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
 def load(folder, device="cpu") -> nn.Module:
+    """A saved model folder, or a published checkpoint file (``.pt`` / ``.pth``, layout detected from
+    its tensor names: :mod:`pipeline.models.checkpoints`)."""
     from safetensors.torch import load_file
 
+    if Path(folder).suffix in CHECKPOINT_SUFFIXES:
+        return load_checkpoint(folder).to(device)
     cfg = read_config(folder)
     model = build(cfg["arch"], cfg["scale"], **cfg["kwargs"])
     model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))  # safetensors refuses 'cpu:0'
     return model.to(device)
+
+
+def load_checkpoint(path, layout: str | None = None) -> nn.Module:
+    """Our model holding a published checkpoint's weights (``.pt`` / ``.pth``, read with
+    ``weights_only=True``); unknown, missing or mis-shaped tensors are refused by name."""
+    from pipeline.models.checkpoints import check_fits, convert
+
+    arch, scale, kwargs, state = convert(path, layout)
+    model = build(arch, scale, **kwargs)
+    check_fits(state, model.state_dict(), f"{path} as {arch} {kwargs} x{scale}")
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def import_official(name: str, path) -> nn.Module:
