@@ -167,8 +167,8 @@ def test_a_code_edit_reruns_its_importers_and_never_resumes_old_code(project):
     old = (root / "models/csd_student/model.safetensors").read_bytes()
     method = root / "pipeline/methods/csd.py"
     text = method.read_text()
-    assert "loss = l1_s + " in text
-    method.write_text(text.replace("loss = l1_s + ", "loss = 2 * l1_s + ", 1))
+    assert "(l1_s + self.t_lambda * l1_t)" in text
+    method.write_text(text.replace("(l1_s + self.t_lambda * l1_t)", "(2 * l1_s + self.t_lambda * l1_t)", 1))
     status = sh("dvc status", root)
     assert "distill_csd:" in status and "evaluate:" in status and status.count("changed deps") == 2, status
     out = sh("dvc repro", root)
