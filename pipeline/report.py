@@ -84,12 +84,15 @@ def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSR
         if v.scale and v.scale != scale and not v.name.endswith(f"(x{v.scale})"):
             v.name = f"{v.name} (x{v.scale})"
     for name in sets:
+        pairs_at = {}  # scale -> the set's (name, LR, HR) images, decoded once for every variant
         for v in variants:
             s = v.scale or scale
             if not (Path(test_root) / name / f"LR_bicubic/X{s}").is_dir():
                 print(f"evaluate: {v.name} is x{s}; {name} has no X{s} LR (prepare_test.scales): not scored there")
                 continue
-            pairs = test_pairs(Path(test_root) / name, s)
+            if s not in pairs_at:
+                pairs_at[s] = test_pairs(Path(test_root) / name, s)
+            pairs = pairs_at[s]
             whole = [run_variant(v, lr, s, inference) for _, lr, _ in pairs]
             r = mean_scores([o.image for o in whole], pairs, s)
             v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"], **classsr_protocol(v, pairs, whole, s, inference)}
@@ -123,7 +126,7 @@ def classsr_table(variants: list[Variant], sets: list[str]) -> str:
                 cells.append("– | –")
                 continue
             d = v.scores[s]
-            flops = d.get("flops_per_patch", v.flops_per_patch if v.model is not None and not is_classsr(v.model) else 0.0)
+            flops = d.get("flops_per_patch", v.flops_per_patch)  # per set for a ClassSR, fixed otherwise
             pct = f" ({d['flops_percent']:.0f} %)" if "flops_percent" in d else ""
             cells.append(f"{d['psnr_rgb']:.3f} | {flops / 1e9:.3f}{pct}")
         rows.append(f"| {v.name} | " + " | ".join(cells) + " |")
