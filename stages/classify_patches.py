@@ -40,8 +40,15 @@ def main():
     local = torch.from_numpy(score_patches(teacher, shards, mine, cfg.batch_size, accelerator.device))
     # every rank holds the same count (all_gather needs it); rank order = patch order; drop the padding
     psnrs = accelerator.gather(local.to(accelerator.device)).cpu().numpy()[:len(shards)]
-    if not accelerator.is_main_process:
-        return
+    if accelerator.is_main_process:
+        write_classes(psnrs, cfg)
+    # every rank leaves the process group together: a rank that exits while gloo still holds its
+    # connection to the others aborts ("terminate called without an active exception")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def write_classes(psnrs, cfg):
     low, high = cfg.thresholds or tertile_thresholds(psnrs)
     classes = classify_psnr(psnrs, low, high)
     with stage_run("classify_patches", cfg) as tracker, atomic_dir(OUT) as tmp:
