@@ -13,13 +13,28 @@ from pipeline.tiling import positions
 from pipeline.upscale import branch_flops, class_weighted_flops, upscale
 
 
-def test_pairs(folder, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, LR, HR) uint8 triples of a prepared test set."""
-    folder = Path(folder)
-    hr_dir, lr_dir = folder / "HR", folder / f"LR_bicubic/X{scale}"
+def _lr_folder(folder, scale: int) -> Path:
+    lr_dir = Path(folder) / f"LR_bicubic/X{scale}"
     if not lr_dir.is_dir():
         raise FileNotFoundError(f"{lr_dir}: no x{scale} LR images; prepare_test makes them (its scales and sets)")
-    return [(p.stem, read_image(lr_dir / p.name), read_image(p)) for p in sorted(hr_dir.glob("*.png"))]
+    return lr_dir
+
+
+def iter_pairs(folder, scale: int):
+    """(name, LR, HR) uint8 triples of a prepared test set, decoded one at a time (Test8K's HR images
+    are ~200 MB each as pixels)."""
+    lr_dir = _lr_folder(folder, scale)
+    for p in sorted((Path(folder) / "HR").glob("*.png")):
+        yield p.stem, read_image(lr_dir / p.name), read_image(p)
+
+
+def count_pairs(folder) -> int:
+    return len(list((Path(folder) / "HR").glob("*.png")))
+
+
+def test_pairs(folder, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every (name, LR, HR) triple of a small prepared test set (the validation sets), in memory."""
+    return list(iter_pairs(folder, scale))
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:

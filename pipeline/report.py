@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, mean_scores, test_pairs
+from tqdm import tqdm
+
+from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, count_pairs, iter_pairs, score
 from pipeline.params import ClassSRInference
 from pipeline.upscale import Upscaled, branch_flops, class_weighted_flops, cost, is_classsr, upscale
 
@@ -63,39 +65,60 @@ def as_metrics(v: Variant) -> dict:
     return out
 
 
-def classsr_protocol(v: Variant, pairs, whole: list[Upscaled], scale: int, inference: ClassSRInference) -> dict:
-    """ClassSR's test: RGB PSNR (crop = scale) on the region its patch grid covers; a ClassSR runs on that
-    grid itself, and its FLOPs are weighted by the class counts of all the set's patches."""
-    srs, result = [o.image for o in whole], {}
-    if v.model is not None and is_classsr(v.model):
-        grid = [run_variant(v, lr, scale, inference, cover_all=False) for _, lr, _ in pairs]
-        srs, flops = [o.image for o in grid], branch_flops(v.model, inference.patch)
-        mean = class_weighted_flops(v.model, np.concatenate([o.classes for o in grid]), flops)
-        result.update(flops_per_patch=mean, flops_percent=100 * mean / flops[-1])
-    return {"psnr_rgb": classsr_protocol_psnr(srs, pairs, scale, inference.patch, inference.stride), **result}
+@dataclass
+class SetScores:
+    """One variant's per-image scores on one test set, gathered an image at a time (a Test8K set does
+    not fit in memory at once), by both protocols."""
+    psnr: list = field(default_factory=list)  # Y, whole image (BasicSR)
+    ssim: list = field(default_factory=list)
+    psnr_rgb: list = field(default_factory=list)  # RGB on ClassSR's own patch grid
+    classes: list = field(default_factory=list)  # a ClassSR's patch classes on that grid
+
+    def add(self, v: Variant, lr: np.ndarray, hr: np.ndarray, scale: int, inference: ClassSRInference):
+        whole = run_variant(v, lr, scale, inference).image
+        s = score(whole, hr, scale)
+        self.psnr.append(s["psnr"])
+        self.ssim.append(s["ssim"])
+        grid = whole  # any whole-image SR covers ClassSR's grid; a ClassSR runs on that grid itself
+        if v.model is not None and is_classsr(v.model):
+            out = run_variant(v, lr, scale, inference, cover_all=False)
+            grid = out.image
+            self.classes.append(out.classes)
+        self.psnr_rgb.append(classsr_protocol_psnr([grid], [(None, lr, hr)], scale, inference.patch, inference.stride))
+
+    def result(self, v: Variant, inference: ClassSRInference) -> dict:
+        """Means over the set; a ClassSR's FLOPs weighted by the class counts of all the set's patches."""
+        out = {"psnr": float(np.mean(self.psnr)), "ssim": float(np.mean(self.ssim)),
+               "psnr_rgb": float(np.mean(self.psnr_rgb))}
+        if self.classes:
+            flops = branch_flops(v.model, inference.patch)
+            mean = class_weighted_flops(v.model, np.concatenate(self.classes), flops)
+            out.update(flops_per_patch=mean, flops_percent=100 * mean / flops[-1])
+        return out
 
 
 def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSRInference, flops_set: str) -> list[str]:
     """Scores of every variant on every prepared test set by both protocols, each variant at its own scale
-    (a x2 GhostSR EDSR on the sets' X2 LR, where prepared); a ClassSR's FLOPs per patch (which depend on
-    the images) become those it spent on ``flops_set``."""
+    (a x2 GhostSR EDSR on the sets' X2 LR, where prepared), on its model's device. Each image is decoded
+    once and run through every variant before the next (memory: one image and its SRs). A ClassSR's
+    FLOPs per patch (which depend on the images) become those it spent on ``flops_set``."""
     sets = sorted(p.name for p in Path(test_root).iterdir() if (p / f"LR_bicubic/X{scale}").is_dir())
     for v in variants:
         if v.scale and v.scale != scale and not v.name.endswith(f"(x{v.scale})"):
             v.name = f"{v.name} (x{v.scale})"
     for name in sets:
-        pairs_at = {}  # scale -> the set's (name, LR, HR) images, decoded once for every variant
-        for v in variants:
-            s = v.scale or scale
-            if not (Path(test_root) / name / f"LR_bicubic/X{s}").is_dir():
-                print(f"evaluate: {v.name} is x{s}; {name} has no X{s} LR (prepare_test.scales): not scored there")
+        folder = Path(test_root) / name
+        for s in sorted({v.scale or scale for v in variants}):
+            at_s = [v for v in variants if (v.scale or scale) == s]
+            if not (folder / f"LR_bicubic/X{s}").is_dir():
+                print(f"evaluate: {name} has no X{s} LR (prepare_test.scales): {[v.name for v in at_s]} not scored there")
                 continue
-            if s not in pairs_at:
-                pairs_at[s] = test_pairs(Path(test_root) / name, s)
-            pairs = pairs_at[s]
-            whole = [run_variant(v, lr, s, inference) for _, lr, _ in pairs]
-            r = mean_scores([o.image for o in whole], pairs, s)
-            v.scores[name] = {"psnr": r["psnr"], "ssim": r["ssim"], **classsr_protocol(v, pairs, whole, s, inference)}
+            acc = {v.name: SetScores() for v in at_s}
+            for _, lr, hr in tqdm(iter_pairs(folder, s), total=count_pairs(folder), desc=f"{name} x{s}", unit="image"):
+                for v in at_s:
+                    acc[v.name].add(v, lr, hr, s, inference)
+            for v in at_s:
+                v.scores[name] = acc[v.name].result(v, inference)
     for v in variants:
         chosen = v.scores.get(flops_set) or next(iter(v.scores.values()), {})
         v.flops_per_patch = chosen.get("flops_per_patch", v.flops_per_patch)

@@ -1,5 +1,9 @@
 """Split an image into overlapping patches and merge their outputs back: the one tiling routine used
-by ClassSR inference and any large-image inference."""
+by ClassSR inference and any large-image inference.
+
+Outputs are merged a batch at a time into an on-device :class:`Canvas` (a sum and a count, added with
+one ``index_add_`` per batch), so memory stays at the size of the output image however many patches
+there are (a Test8K image has ~40,000 ClassSR patches: keeping every SR patch would need ~8 GB)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +24,8 @@ def positions(length: int, patch: int, stride: int, cover_all: bool = True) -> l
 
 @dataclass
 class Tiles:
-    patches: torch.Tensor  # (P, C, patch, patch)
-    boxes: list[tuple[int, int]]  # top, left of each patch (input pixels)
+    patches: torch.Tensor  # (P, C, patch, patch), on the image's device
+    boxes: torch.Tensor  # (P, 2) top, left of each patch (input pixels), on the image's device
     height: int  # covered input region (an image smaller than the patch is padded, then cropped back)
     width: int
     grid: tuple[int, int]  # rows and columns spanned by the patches (>= height, width when padded)
@@ -29,33 +33,63 @@ class Tiles:
 
 def split(img: torch.Tensor, patch: int = 32, stride: int = 28, cover_all: bool = True) -> Tiles:
     """``img``: (C, H, W) -> all patches in row-major order. A side shorter than ``patch`` is padded
-    by edge replication to one patch; :func:`merge` crops the output back to the image."""
+    by edge replication to one patch; the canvas crops the output back to the image."""
     _, h, w = img.shape
     if h < patch or w < patch:
         img = torch.nn.functional.pad(img[None], (0, max(0, patch - w), 0, max(0, patch - h)), mode="replicate")[0]
     tops, lefts = positions(img.shape[1], patch, stride, cover_all), positions(img.shape[2], patch, stride, cover_all)
-    boxes = [(t, l) for t in tops for l in lefts]
-    patches = torch.stack([img[:, t:t + patch, l:l + patch] for t, l in boxes])
+    patches = torch.stack([img[:, t:t + patch, l:l + patch] for t in tops for l in lefts])
+    boxes = torch.tensor([(t, l) for t in tops for l in lefts], dtype=torch.long, device=img.device)
     grid = (tops[-1] + patch, lefts[-1] + patch)
     return Tiles(patches, boxes, min(grid[0], h), min(grid[1], w), grid)
 
 
+class Canvas:
+    """The overlap-average of SR patches, accumulated a batch at a time on the patches' device."""
+
+    def __init__(self, tiles: Tiles, scale: int, channels: int, like: torch.Tensor):
+        self.tiles, self.scale = tiles, scale
+        self.rows, self.cols = tiles.grid[0] * scale, tiles.grid[1] * scale
+        self.sum = like.new_zeros(channels * self.rows * self.cols)
+        self.count = like.new_zeros(self.rows * self.cols)
+
+    def _pixels(self, boxes: torch.Tensor, side: int) -> torch.Tensor:
+        """(B, side, side) flat canvas index of every output pixel of the patches at ``boxes``."""
+        r = torch.arange(side, device=boxes.device)
+        rows = boxes[:, 0, None] * self.scale + r  # (B, side)
+        cols = boxes[:, 1, None] * self.scale + r
+        return rows[:, :, None] * self.cols + cols[:, None, :]
+
+    def add(self, outputs: torch.Tensor, index: torch.Tensor):
+        """Add ``outputs`` (B, C, p*scale, p*scale): the SR of the patches ``index`` of the tiles."""
+        pixels = self._pixels(self.tiles.boxes[index], outputs.shape[-1])  # (B, q, q)
+        plane = self.rows * self.cols
+        channel = torch.arange(outputs.shape[1], device=pixels.device)[None, :, None, None] * plane
+        self.sum.index_add_(0, (pixels[:, None] + channel).flatten(), outputs.to(self.sum.dtype).flatten())
+        self.count.index_add_(0, pixels.flatten(), self.count.new_ones(pixels.numel()))
+
+    def image(self) -> torch.Tensor:
+        """(C, H*scale, W*scale): the covered region, every pixel the mean of the patches covering it."""
+        out = (self.sum.view(-1, self.rows, self.cols) / self.count.view(1, self.rows, self.cols))
+        return out[:, :self.tiles.height * self.scale, :self.tiles.width * self.scale]
+
+
 def merge(outputs: torch.Tensor, tiles: Tiles, scale: int) -> torch.Tensor:
-    """Average overlapping ``outputs`` (P, C, patch*scale, patch*scale) into a (C, H*scale, W*scale)
-    image of the covered region; every output pixel is the mean of the patches covering it."""
-    p = outputs.shape[-1]
-    gh, gw = tiles.grid
-    canvas = outputs.new_zeros(outputs.shape[1], gh * scale, gw * scale)
-    count = outputs.new_zeros(1, gh * scale, gw * scale)
-    for out, (t, l) in zip(outputs, tiles.boxes):
-        canvas[:, t * scale:t * scale + p, l * scale:l * scale + p] += out
-        count[:, t * scale:t * scale + p, l * scale:l * scale + p] += 1
-    return (canvas / count)[:, :tiles.height * scale, :tiles.width * scale]
+    """Average the SR ``outputs`` (P, C, p*scale, p*scale) of every patch of ``tiles`` into an image."""
+    canvas = Canvas(tiles, scale, outputs.shape[1], outputs)
+    canvas.add(outputs, torch.arange(len(outputs), device=outputs.device))
+    return canvas.image()
 
 
 def run_tiled(fn, img: torch.Tensor, scale: int, patch: int, stride: int, batch: int = 64,
               cover_all: bool = True) -> torch.Tensor:
-    """Apply ``fn`` (a batch of LR patches -> SR patches) over overlapping tiles of ``img`` (C, H, W)."""
+    """Apply ``fn`` (a batch of LR patches -> SR patches) over overlapping tiles of ``img`` (C, H, W),
+    merging each batch's outputs as it comes."""
     tiles = split(img, patch, stride, cover_all)
-    outs = torch.cat([fn(tiles.patches[i:i + batch]) for i in range(0, len(tiles.patches), batch)])
-    return merge(outs, tiles, scale)
+    canvas = None
+    for i in range(0, len(tiles.patches), batch):
+        out = fn(tiles.patches[i:i + batch])
+        if canvas is None:
+            canvas = Canvas(tiles, scale, out.shape[1], out)
+        canvas.add(out, torch.arange(i, i + len(out), device=out.device))
+    return canvas.image()

@@ -1,17 +1,19 @@
 """Stage evaluate: every variant and bicubic on every prepared test set: PSNR/SSIM (Y, crop = scale;
 BasicSR's protocol) and RGB PSNR on ClassSR's patch grid with per-set FLOPs (ClassSR's protocol),
-params, FLOPs per 32x32 LR patch, CPU latency; a Markdown table, a Pareto plot, side-by-side crops,
+params, FLOPs per 32x32 LR patch, CPU latency (measured on the CPU; the scoring runs on the GPU when
+there is one, large images in tiles); a Markdown table, a Pareto plot, side-by-side crops,
 DVC metrics, and one MLflow child run per variant (so the UI's Compare view lines them up)."""
 from pathlib import Path
 
 from pipeline import models
-from pipeline.evaluate import test_pairs
+from pipeline.evaluate import iter_pairs
 from pipeline.files import write_json
 from pipeline.params import is_model, load_section
 from pipeline.report import (as_metrics, check_claims, claims_table, classsr_table, crops_figure, markdown_table,
                              plot_pareto, score_all, variant)
 from pipeline.stage import run
 from pipeline.tracking import stage_run
+from pipeline.upscale import default_device
 
 TEST, METRICS, TABLE = "data/test", "metrics/evaluate.json", "reports/results.md"
 PARETO, CROPS = "plots/pareto.png", "plots/crops.png"
@@ -32,7 +34,12 @@ def collect_variants(cfg):
 def main():
     cfg = load_section("evaluate")
     with stage_run("evaluate", cfg) as tracker:
-        variants = collect_variants(cfg)
+        variants = collect_variants(cfg)  # on the CPU: each variant's cost is measured there
+        device = default_device()
+        print(f"evaluate: scoring {len(variants)} variants on {device}")
+        for v in variants:
+            if v.model is not None:
+                v.model.to(device)
         sets = score_all(variants, TEST, cfg.scale, cfg.inference, cfg.pareto_set)
         metrics = {v.name: as_metrics(v) for v in variants}
         table, claims = markdown_table(variants, sets), check_claims(variants, sets)
@@ -45,7 +52,7 @@ def main():
         Path(PARETO).parent.mkdir(exist_ok=True)
         front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO, cfg.scale)
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
-        crops_figure(variants, test_pairs(Path(TEST) / crops_set, cfg.scale)[0], cfg.scale, cfg.inference, CROPS)
+        crops_figure(variants, next(iter_pairs(Path(TEST) / crops_set, cfg.scale)), cfg.scale, cfg.inference, CROPS)
         write_json(METRICS, {"variants": metrics, "pareto_front": front, "claims": claims})
         print(table)
         for v in variants:

@@ -220,3 +220,84 @@ def test_classifier_flops_are_added_for_fsrcnn_branches_only():
     fsrcnn = tiny_classsr()
     fl = branch_flops(fsrcnn)
     assert class_weighted_flops(fsrcnn, classes, fl) == pytest.approx((2 * fl[0] + fl[1] + 3 * fl[2]) / 6 + 7.4e6)
+
+
+class DeviceLog(torch.overrides.TorchFunctionMode):
+    """Every torch call in order: its name, whether it copies to the host, and the devices it touches."""
+
+    HOST = {"cpu", "numpy", "tolist"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.devices = [], set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        flat = torch.utils._pytree.tree_flatten((args, kwargs))[0]
+        self.devices |= {t.device for t in flat if isinstance(t, torch.Tensor)}
+        to_host = name in self.HOST or (name == "to" and any(str(a) == "cpu" for a in flat[1:]))
+        self.calls.append((name, to_host))
+        return func(*args, **kwargs)
+
+
+def routes_to_hard(model):
+    """A Class-Module that sends every patch to branch-O (with varying confidence): a budget must move some."""
+    with torch.no_grad():
+        model.classifier.fc.bias += torch.tensor([0.0, 0.0, 3.0])
+    return model
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_classsr_inference_under_a_budget_stays_on_the_model_device(device):
+    """The bug this pins: indices and counts moved to numpy mid-way (fine on a CPU, a crash on CUDA).
+    Between the classifier's first conv and the last branch conv nothing is copied to the host; only
+    the final image and the class list are; on CUDA every tensor touched is on the GPU (the LR input
+    aside, copied there first)."""
+    model = routes_to_hard(tiny_classsr()).to(device)
+    lr = image(70, 90)
+    with DeviceLog() as log:
+        out = upscale(model, lr, budget=0.7, batch=7)
+    convs = [i for i, (name, _) in enumerate(log.calls) if name == "conv2d"]
+    transfers = [i for i, (_, host) in enumerate(log.calls) if host]
+    midway = [log.calls[i][0] for i in transfers if convs[0] < i < convs[-1]]
+    assert convs and transfers[-4:] == [i for i in transfers if i > convs[-1]] and not midway, midway
+    assert {d.type for d in log.devices} <= {"cpu", torch.device(device).type}
+    if device == "cuda":
+        assert sum(d.type == "cpu" for d in log.devices) <= 1
+    flops = branch_flops(model)
+    assert np.mean([flops[c] for c in out.classes]) <= 0.7 * flops[-1] and len(set(out.classes)) > 1 and out.image.shape == (280, 360, 3)
+    reference = upscale(routes_to_hard(tiny_classsr()), lr, budget=0.7, batch=70)  # on the CPU, one batch per branch
+    np.testing.assert_array_equal(out.classes, reference.classes)
+    assert np.abs(out.image.astype(int) - reference.image).max() <= 1
+
+
+def test_canvas_memory_is_the_image_not_the_patches():
+    """Outputs are merged a batch at a time: equal to merging every patch at once."""
+    img = torch.rand(3, 75, 93)
+    double = lambda x: x.repeat_interleave(2, -1).repeat_interleave(2, -2) * x.mean((1, 2, 3), keepdim=True)  # noqa: E731
+    tiles = split(img, 32, 28)
+    everything = merge(torch.cat([double(tiles.patches[i:i + 1]) for i in range(len(tiles.patches))]), tiles, 2)
+    batched = run_tiled(double, img, 2, 32, 28, batch=3)
+    assert torch.allclose(batched, everything)
+
+
+def test_tiled_whole_image_inference_is_within_a_hundredth_of_a_db_of_untiled():
+    """Above TILE_ABOVE LR pixels a plain model runs on overlapping tiles (bounded memory on Test4K/8K):
+    the official E-RFDN (whose ESA branch sees far) on a 128x128 LR photo in 64-px tiles, the default
+    overlap, against one pass."""
+    from photos import photo
+    from pipeline.data.images import bicubic_downscale, mod_crop
+    from pipeline.metrics import psnr
+    from pipeline.upscale import TILE_ABOVE, TILE_OVERLAP
+
+    from test_models import WEIGHTS
+
+    model = models.import_official("erfdn", WEIGHTS).eval()
+    hr = mod_crop(photo("astronaut", None), 4)
+    lr = bicubic_downscale(hr, 4)
+    whole = upscale(model, lr, tile=0).image
+    tiled = upscale(model, lr, tile=64, overlap=TILE_OVERLAP, tile_above=0).image
+    assert whole.shape == tiled.shape and np.abs(whole.astype(int) - tiled).max() > 0  # it did tile
+    assert abs(psnr(tiled, hr, 4, True) - psnr(whole, hr, 4, True)) < 0.01
+    assert np.array_equal(upscale(model, lr).image, whole) and 128 * 128 <= TILE_ABOVE  # small: one pass

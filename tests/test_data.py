@@ -42,7 +42,8 @@ def test_shards_reload_with_counts_shapes_dtype_and_exact_lr(photo_folder, tmp_p
 
     import datasets
 
-    rows = datasets.load_from_disk(str(tmp_path / "shards" / "arrow"))
+    images = datasets.load_from_disk(str(tmp_path / "shards" / "arrow"))["image"]
+    assert images == ["chelsea", "coffee"]  # each image stored once; sub-images are index rows
     for s in (2, 4):
         shards = PairShards(tmp_path / "shards", s)
         assert len(shards) == expected
@@ -50,9 +51,8 @@ def test_shards_reload_with_counts_shapes_dtype_and_exact_lr(photo_folder, tmp_p
             lr, hr = shards.pair(i)
             assert lr.dtype == np.uint8 and hr.shape == (96, 96, 3) and lr.shape == (96 // s, 96 // s, 3)
             # each LR equals (the crop of) MATLAB-bicubic LR of its whole source HR, as BasicSR builds it
-            row = rows[i]
-            full = mod_crop(read_image(photo_folder / f"{row['image']}.png"), 4)
-            top, left = row["top"], row["left"]
+            row, top, left = shards.grid[i]
+            full = mod_crop(read_image(photo_folder / f"{images[row]}.png"), 4)
             assert np.array_equal(hr, full[top:top + 96, left:left + 96])
             lr_full = bicubic_downscale(full, s)
             assert np.array_equal(lr, lr_full[top // s:top // s + 96 // s, left // s:left // s + 96 // s])

@@ -1,10 +1,16 @@
 """Sub-image extraction (BasicSR / ClassSR layout) into a few Arrow shards, and reading them back.
 
-A shard folder holds ``info.json`` (what was made, from what) and ``arrow/`` (a ``datasets``
-``save_to_disk`` folder). Each row is one aligned HR/LR sub-image pair: ``image`` (source name),
-``top``/``left`` (HR pixel position), ``hr`` and ``lr_x{s}`` as raw uint8 bytes (decoded with
-``np.frombuffer``: ~0.1 ms per item, far below a training step). LR sub-images are crops of the LR of
-the whole (mod-cropped) image, exactly as BasicSR's extract_subimages does on its LR folders.
+Each source image (each ClassSR rescaled copy) and its LR at every scale are stored **once**, and the
+sub-image grid is a table of index rows; a sub-image is cropped on access. The crops are exactly those
+of BasicSR's ``extract_subimages`` (HR crop/step/threshold; LR crops of the LR of the whole mod-cropped
+image at top/s, left/s) and ClassSR's scripts, at ~1x the pixels instead of ~3.5x for overlapping
+crops stored one by one (a DIV2K image: ~40 overlapping 480^2 sub-images = 3.3x its own pixels).
+
+A shard folder holds ``info.json`` (what was made, from what), ``arrow/`` (a ``datasets``
+``save_to_disk`` folder, one row per image: ``image`` name, ``height``/``width`` of the HR, ``hr`` and
+``lr_x{s}`` as raw uint8 bytes) and ``grid.npy`` (int32 rows ``image row, top, left`` in HR pixels, one
+per sub-image, in extraction order: the row order every per-patch file, e.g. ClassSR's classes, aligns
+with). Reading is zero-copy from the memory-mapped Arrow files; only the crop is copied.
 """
 from __future__ import annotations
 
@@ -53,25 +59,25 @@ def _variants(img: np.ndarray, name: str, rescales) -> list[tuple[str, np.ndarra
     return out
 
 
-def extract_pairs(img: np.ndarray, name: str, spec: ExtractSpec) -> tuple[list[dict], list[str]]:
-    """Rows of aligned sub-images of one HR image, and warnings (e.g. too small)."""
+def grid_rows(height: int, width: int, spec: ExtractSpec) -> list[tuple[int, int]]:
+    """(top, left) of every sub-image of an HR image, as BasicSR's extract_subimages walks it."""
+    return [(top, left) for top in window_starts(height, spec.crop_size, spec.step, spec.thresh_size)
+            for left in window_starts(width, spec.crop_size, spec.step, spec.thresh_size)]
+
+
+def extract_images(img: np.ndarray, name: str, spec: ExtractSpec) -> tuple[list[dict], list[str]]:
+    """Rows of one source image: each rescaled copy, mod-cropped, with its LR at every scale; and
+    warnings (e.g. too small)."""
     rows, notes = [], []
     multiple = math.lcm(*spec.scales)
     for vname, hr_full in _variants(img, name, spec.rescales):
-        hr_full = mod_crop(hr_full, multiple)
+        hr_full = np.ascontiguousarray(mod_crop(hr_full, multiple))
         h, w = hr_full.shape[:2]
         if h < spec.crop_size or w < spec.crop_size:
             notes.append(f"{vname}: {w}x{h} is smaller than crop_size {spec.crop_size}; skipped")
             continue
-        lrs = {s: bicubic_downscale(hr_full, s) for s in spec.scales}
-        for top in window_starts(h, spec.crop_size, spec.step, spec.thresh_size):
-            for left in window_starts(w, spec.crop_size, spec.step, spec.thresh_size):
-                row = {"image": vname, "top": top, "left": left,
-                       "hr": hr_full[top:top + spec.crop_size, left:left + spec.crop_size].tobytes()}
-                for s, lr in lrs.items():
-                    c = spec.crop_size // s
-                    row[f"lr_x{s}"] = np.ascontiguousarray(lr[top // s:top // s + c, left // s:left // s + c]).tobytes()
-                rows.append(row)
+        rows.append({"image": vname, "height": h, "width": w, "hr": hr_full.tobytes(),
+                     **{f"lr_x{s}": bicubic_downscale(hr_full, s).tobytes() for s in spec.scales}})
     return rows, notes
 
 
@@ -81,12 +87,12 @@ def _extract_one(args):
         img = ref.load()
     except ImageError as e:
         return ref.name, [], [str(e)]
-    rows, notes = extract_pairs(img, ref.name, spec)
+    rows, notes = extract_images(img, ref.name, spec)
     return ref.name, rows, notes
 
 
 def _row_generator(refs, spec, num_workers, notes_file, fingerprint):
-    """Rows of every image, extracted in worker processes; skip notes go to ``notes_file``.
+    """Rows of every image, prepared in worker processes; skip notes go to ``notes_file``.
 
     ``fingerprint`` only keys datasets' generator cache (it would otherwise serve stale rows).
     """
@@ -103,9 +109,10 @@ def write_shards(refs: list[ImageRef], spec: ExtractSpec, out_dir, shard_mb: int
     """Extract every image's sub-images into ``out_dir`` atomically; returns the info written."""
     import datasets
 
-    features = datasets.Features({"image": datasets.Value("string"), "top": datasets.Value("int32"),
-                                  "left": datasets.Value("int32"), "hr": datasets.Value("binary"),
-                                  **{f"lr_x{s}": datasets.Value("binary") for s in spec.scales}})
+    # large_binary: one DIV8K image is ~200 MB, past 32-bit offsets within a few rows
+    features = datasets.Features({"image": datasets.Value("string"), "height": datasets.Value("int32"),
+                                  "width": datasets.Value("int32"), "hr": datasets.Value("large_binary"),
+                                  **{f"lr_x{s}": datasets.Value("large_binary") for s in spec.scales}})
     fingerprint = json.dumps([[r.name, r.path, list(r.hub)] for r in refs] + [vars(spec)], sort_keys=True)
     with atomic_dir(out_dir) as tmp:
         notes_file = tmp / "skipped.txt"
@@ -114,7 +121,7 @@ def write_shards(refs: list[ImageRef], spec: ExtractSpec, out_dir, shard_mb: int
             ds = datasets.Dataset.from_generator(
                 _row_generator, features=features, cache_dir=str(tmp / "cache"),
                 gen_kwargs={"refs": refs, "spec": spec, "num_workers": num_workers, "notes_file": str(notes_file),
-                            "fingerprint": fingerprint})
+                            "fingerprint": fingerprint}, writer_batch_size=8)  # rows are whole images
         except ValueError as e:  # datasets refuses an empty split
             if "corresponds to no data" not in str(e):
                 raise
@@ -125,12 +132,17 @@ def write_shards(refs: list[ImageRef], spec: ExtractSpec, out_dir, shard_mb: int
             raise ImageError(f"no sub-images were extracted from source '{source}' "
                              f"({len(skipped)} images skipped: {skipped[:3]})")
         ds.save_to_disk(str(tmp / "arrow"), max_shard_size=f"{shard_mb}MB")
+        sizes = ds.select_columns(["height", "width"])[:]
+        grid = np.array([(i, t, l) for i, (h, w) in enumerate(zip(sizes["height"], sizes["width"]))
+                         for t, l in grid_rows(h, w, spec)], dtype=np.int32).reshape(-1, 3)
+        np.save(tmp / "grid.npy", grid)
         del ds
         shutil.rmtree(tmp / "cache")
         info = {"source": source, "num_images": len(refs), "num_skipped": len(skipped),
                 "skipped": skipped, "scales": spec.scales, "crop_size": spec.crop_size,
                 "step": spec.step, "thresh_size": spec.thresh_size, "rescales": spec.rescales}
-        info["num_subimages"] = len(datasets.load_from_disk(str(tmp / "arrow")))
+        info["num_stored_images"] = len(sizes["height"])
+        info["num_subimages"] = len(grid)
         (tmp / "info.json").write_text(json.dumps(info, indent=1))
     return info
 
@@ -148,29 +160,63 @@ def prepare_shards(stage: str, cfg, spec: ExtractSpec, out: str, metrics_path: s
 
 
 class PairShards:
-    """Random access to the aligned (LR, HR) uint8 pairs of a shard folder at one scale."""
+    """Random access to the aligned (LR, HR) uint8 sub-image pairs of a shard folder at one scale."""
 
     def __init__(self, folder, scale: int):
         import datasets
 
         folder = Path(folder)
-        if not (folder / "info.json").is_file():
-            raise FileNotFoundError(f"{folder}: not a shard folder (no info.json); run its prepare stage first")
+        if not (folder / "info.json").is_file() or not (folder / "grid.npy").is_file():
+            raise FileNotFoundError(f"{folder}: not a shard folder (no info.json / grid.npy); run its prepare stage first")
         self.info = json.loads((folder / "info.json").read_text())
         if scale not in self.info["scales"]:
             raise ValueError(f"{folder}: has scales {self.info['scales']}, not {scale}")
         self.scale = scale
         self.hr_side = self.info["crop_size"]
         self.lr_side = self.hr_side // scale
+        self.grid = np.load(folder / "grid.npy")
         ds = datasets.load_from_disk(str(folder / "arrow"))
-        self.table = ds.select_columns(["hr", f"lr_x{scale}"]).data  # pyarrow: memory-mapped, no copies
-        self.names = ds.select_columns(["image"])["image"]
-        self._hr, self._lr = self.table.column("hr"), self.table.column(f"lr_x{scale}")
+        sizes = ds.select_columns(["height", "width"])[:]
+        self.sizes = np.stack([sizes["height"], sizes["width"]], 1)
+        table = ds.select_columns(["hr", f"lr_x{scale}"]).data  # pyarrow: memory-mapped, no copies
+        self._hr, self._lr = _by_row(table.column("hr")), _by_row(table.column(f"lr_x{scale}"))
 
     def __len__(self):
-        return self.table.num_rows
+        return len(self.grid)
+
+    def image(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole stored (LR, HR) of image ``row``: read-only views of the memory-mapped file."""
+        h, w = self.sizes[row]
+        hr = _value(self._hr, row).reshape(h, w, 3)
+        lr = _value(self._lr, row).reshape(h // self.scale, w // self.scale, 3)
+        return lr, hr
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        hr = np.frombuffer(self._hr[int(i)].as_py(), np.uint8).reshape(self.hr_side, self.hr_side, 3)
-        lr = np.frombuffer(self._lr[int(i)].as_py(), np.uint8).reshape(self.lr_side, self.lr_side, 3)
-        return lr, hr
+        row, top, left = (int(v) for v in self.grid[int(i)])
+        lr, hr = self.image(row)
+        t, l, c = top // self.scale, left // self.scale, self.lr_side
+        return lr[t:t + c, l:l + c].copy(), hr[top:top + self.hr_side, left:left + self.hr_side].copy()
+
+
+def _by_row(column) -> tuple[list[int], list]:
+    """The first row of each chunk of a pyarrow large_binary column, and each chunk's value offsets and
+    data as numpy views of the memory-mapped buffers (a row's bytes are a slice: no copy, no scalar)."""
+    starts, chunks, start = [], [], 0
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        starts.append(start)
+        chunks.append((np.frombuffer(offsets, np.int64)[chunk.offset:chunk.offset + len(chunk) + 1],
+                       np.frombuffer(data, np.uint8)))
+        start += len(chunk)
+    return starts, chunks
+
+
+def _value(column: tuple[list[int], list], row: int) -> np.ndarray:
+    """The bytes of ``row`` (uint8, a view)."""
+    import bisect
+
+    starts, chunks = column
+    k = bisect.bisect_right(starts, row) - 1
+    offsets, data = chunks[k]
+    i = row - starts[k]
+    return data[offsets[i]:offsets[i + 1]]
