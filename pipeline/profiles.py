@@ -2,11 +2,16 @@
 hand-kept copies of it:
 
     python -m pipeline.profiles profiles/paper.yaml profiles/classsr_backbones.yaml fsrcnn -o params.yaml
+    python -m pipeline.profiles profiles/paper.yaml --smoke -o params.yaml   # the paper profile, 1 step each
 
 A recipe maps dotted keys (``train_branch.branches``) to the value that replaces the whole value there
 (a mapping is replaced, not merged: a backbone's constructor kwargs differ). Comments of the base file
 are kept; the sections a recipe changes are validated before anything is written (the others still
 name data folders that may only exist where the pipeline runs).
+
+``--smoke`` derives a smoke-test profile: the same models, widths, losses, schedules and data layout,
+with only the step counts, batch sizes, loader workers and process counts shrunk, so the whole DAG
+runs end to end in minutes (tests/test_paper_smoke.py runs the paper profile this way).
 """
 from __future__ import annotations
 
@@ -41,6 +46,41 @@ def apply_overrides(params: dict, overrides: dict, where: str = "recipe") -> dic
     return params
 
 
+# keys whose value is a step count (shrunk to the smoke's steps), a batch size, a loader worker count
+STEP_KEYS = {"max_steps", "val_every", "ckpt_every", "log_every", "all_patches_steps"}
+BATCH_KEYS, WORKER_KEYS, PROCESS_KEYS = {"batch_size"}, {"num_workers"}, {"num_processes"}
+
+
+def shrink(node, steps: int, batch: int, section: str = ""):
+    """In place: every step count to at most ``steps``, batch sizes to ``batch``, one process, no loader
+    workers (data prep: one, in-process)."""
+    for key, value in list(node.items()) if isinstance(node, dict) else []:
+        where = section or key
+        if isinstance(value, dict):
+            shrink(value, steps, batch, where)
+        elif key in STEP_KEYS and isinstance(value, int):
+            node[key] = min(value, steps)
+        elif key in BATCH_KEYS:
+            node[key] = batch
+        elif key in WORKER_KEYS:
+            node[key] = 1 if where.startswith("prepare") else 0
+        elif key in PROCESS_KEYS:
+            node[key] = 1
+    if isinstance(node, dict) and "neg_num" in node and "train" in node:  # CSD's negatives come from the batch
+        node["neg_num"] = min(node["neg_num"], node["train"]["batch_size"])
+    return node
+
+
+def derive_smoke(base, steps: int = 1, batch: int = 1) -> str:
+    """The YAML text of ``base`` with :func:`shrink` applied (each stage validates its section when it
+    runs: the profile names data folders that exist only where it runs)."""
+    yaml = _yaml()
+    params = shrink(yaml.load(Path(base).read_text()), steps, batch)
+    out = io.StringIO()
+    yaml.dump(params, out)
+    return f"# derived: python -m pipeline.profiles {base} --smoke --steps {steps} --batch {batch}\n" + out.getvalue()
+
+
 def derive(base, recipes, name: str) -> str:
     """The YAML text of ``base`` with recipe ``name`` of the ``recipes`` file applied, validated."""
     yaml = _yaml()
@@ -60,12 +100,17 @@ def derive(base, recipes, name: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base")
-    ap.add_argument("recipes")
-    ap.add_argument("name")
+    ap.add_argument("recipes", nargs="?")
+    ap.add_argument("name", nargs="?")
+    ap.add_argument("--smoke", action="store_true", help="shrink step counts, batch sizes, workers, processes")
+    ap.add_argument("--steps", type=int, default=1, help="--smoke: steps per training")
+    ap.add_argument("--batch", type=int, default=1, help="--smoke: batch size")
     ap.add_argument("-o", "--output", help="file to write (default: standard output)")
     args = ap.parse_args(argv)
+    if not args.smoke and not (args.recipes and args.name):
+        ap.error("give a recipes file and a recipe name, or --smoke")
     try:
-        text = derive(args.base, args.recipes, args.name)
+        text = derive_smoke(args.base, args.steps, args.batch) if args.smoke else derive(args.base, args.recipes, args.name)
     except (ParamError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if args.output:
