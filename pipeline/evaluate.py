@@ -57,7 +57,10 @@ def mean_scores(srs: list[np.ndarray], pairs, scale: int) -> dict:
 
 
 def grid_side(length: int, patch: int = 32, stride: int = 28) -> int:
-    """The LR side ClassSR's own patch grid covers (its test drops the remainder)."""
+    """The LR side ClassSR's own patch grid covers (its test drops the remainder); a side shorter than
+    one patch is covered whole (padded to one patch and cropped back, as the inference does)."""
+    if length < patch:
+        return length
     return positions(length, patch, stride, cover_all=False)[-1] + patch
 
 

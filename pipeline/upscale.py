@@ -13,6 +13,7 @@ stages and this command all call it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from pipeline.tiling import Canvas, run_tiled, split
 CLASSIFIER_FLOPS_PER_PATCH = {"fsrcnn": 7.4e6}
 # The pipeline's one cost convention (every stage's metrics and the evaluation table): FLOPs per 32x32
 # LR patch (ClassSR's unit, comparable across scales) and CPU latency on one 128x128 LR input.
-PATCH, LATENCY_SIDE = 32, 128
+# PIPELINE_LATENCY_SIDE changes the latency input for smoke runs only (an EDSR 32x256 forward at 128^2
+# takes ~15 s on a 2-core CPU, and cost() times seven).
+PATCH, LATENCY_SIDE = 32, int(os.environ.get("PIPELINE_LATENCY_SIDE", "128"))
 # Whole-image inference of a plain model runs on overlapping LR tiles above TILE_ABOVE LR pixels, so
 # memory stays bounded on Test4K/8K (an MSRResNet-64 activation at 8K HR size is ~8.5 GB); below it,
 # the whole image in one pass. The overlap is averaged; measured within 0.01 dB of untiled.

@@ -23,7 +23,13 @@ def main():
     from_teacher = name == "hard" and cfg.init_hard_from_teacher
     tcfg = cfg.train_config(name)
     shards, pairs = PairShards("data/classsr", cfg.scale), test_pairs(tcfg.val_set, cfg.scale)
-    indices = np.flatnonzero(np.load("data/classes/classes.npy") == CLASS_NAMES.index(name))
+    classes = np.load("data/classes/classes.npy")
+    indices = np.flatnonzero(classes == CLASS_NAMES.index(name))
+    if len(indices) == 0:  # before any work: fixed thresholds that do not fit this teacher leave a class empty
+        counts = ", ".join(f"{n} {int((classes == i).sum())}" for i, n in enumerate(CLASS_NAMES))
+        raise ParamError(f"train_branch@{name}: no training patch is in class '{name}' ({counts}; "
+                         f"metrics/classify_patches.json has the thresholds used): 'classify_patches.thresholds' "
+                         "[] gives this teacher's tertiles")
     model = models.init_model(cfg.arch, cfg.scale, cfg.branches[name], "models/teacher" if from_teacher else tcfg.init_from)
     warmup = 0 if from_teacher else cfg.all_patches_steps * tcfg.grad_accum  # every patch first, then the class
     batches = PatchBatches(shards, tcfg.batch_size, tcfg.lr_patch, tcfg.seed, indices=indices, all_patches_until=warmup)

@@ -75,3 +75,10 @@ def test_every_official_edsr_pytorch_tensor_maps_onto_our_model(name):
     with torch.device("meta"):
         ours = models.build("edsr", scale, **kwargs).state_dict()
     assert {_edsr_name(k): tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+
+
+def test_a_checkpoint_file_has_a_config_like_a_saved_model(tmp_path):
+    """train_student_l1 reads its teacher's architecture from a published checkpoint (the paper profile)."""
+    edsr = models.build("edsr", 4, n_resblocks=2, n_feats=16, rgb_range=255.0)
+    torch.save(official_edsr_state(edsr), tmp_path / "edsr.pt")
+    assert models.read_config(tmp_path / "edsr.pt") == models.load(tmp_path / "edsr.pt").config

@@ -172,3 +172,41 @@ def test_a_recipe_key_missing_from_the_base_is_named(repo, tmp_path):
     (tmp_path / "r.yaml").write_text("bad:\n  train_branch.no_such_key: 1\n")
     with pytest.raises(ParamError, match="train_branch.no_such_key"):
         derive(repo / "profiles/paper.yaml", tmp_path / "r.yaml", "bad")
+
+
+def test_csd_half_width_recipe_gives_the_10_8m_student(repo, tmp_path):
+    import torch
+
+    from pipeline import models
+    from pipeline.metrics import count_params
+    from pipeline.models.slim import slim
+    from pipeline.profiles import derive
+
+    out = tmp_path / "params.yaml"
+    out.write_text(derive(repo / "profiles/paper.yaml", repo / "profiles/csd_widths.yaml", "w0.5"))
+    from pipeline.params import read_params
+
+    params = read_params(out)
+    assert params["distill_csd"]["width"] == params["train_student_l1"]["width"] == 0.5
+    edsr = models.build("edsr", 4, n_resblocks=32, n_feats=256, res_scale=0.1)
+    assert count_params(slim(edsr, 0.5)) == 10_780_675
+
+
+def test_smoke_profile_shrinks_only_steps_batches_workers_and_processes(repo):
+    from ruamel.yaml import YAML
+
+    from pipeline.profiles import derive_smoke
+
+    base = YAML().load((repo / "profiles/paper.yaml").read_text())
+    smoke = YAML().load(derive_smoke(repo / "profiles/paper.yaml", steps=1, batch=2))
+
+    def leaves(node, path=()):
+        for k, v in node.items():
+            yield from leaves(v, path + (k,)) if isinstance(v, dict) else [(path + (k,), v)]
+
+    changed = {p for (p, v), (q, w) in zip(leaves(base), leaves(smoke)) if v != w}
+    assert {p[-1] for p in changed} <= {"max_steps", "val_every", "ckpt_every", "log_every", "batch_size",
+                                        "num_workers", "neg_num"}
+    assert smoke["pretrain_teacher"]["model"] == base["pretrain_teacher"]["model"]  # the paper's widths
+    assert smoke["distill_csd"]["train"]["max_steps"] == 1 and smoke["distill_csd"]["neg_num"] == 2
+    assert smoke["prepare_sr"]["num_workers"] == 1 and smoke["ghost"]["train"]["num_workers"] == 0

@@ -87,3 +87,9 @@ def test_claims_are_checked_per_set_with_their_own_protocol():
     assert rows["ClassSR"]["flops_ratio"] == pytest.approx(0.8)
     assert "| PCL |" in claims_table(list(rows.values())) and "**no**" in claims_table(list(rows.values()))
     assert check_claims(vs[:1], ["Set5"]) == []  # claims whose variants are absent are skipped
+
+
+def test_classsr_grid_covers_an_image_smaller_than_a_patch_whole():
+    from pipeline.evaluate import grid_side
+
+    assert grid_side(100) == 88 and grid_side(24) == 24 and grid_side(32) == 32

