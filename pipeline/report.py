@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, count_pairs, iter_pairs, score
 from pipeline.params import ClassSRInference
-from pipeline.upscale import Upscaled, branch_flops, class_weighted_flops, cost, is_classsr, upscale
+from pipeline.upscale import LATENCY_SIDE, Upscaled, branch_flops, class_weighted_flops, cost, is_classsr, upscale
 
 
 @dataclass
@@ -127,7 +127,7 @@ def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSR
 
 def markdown_table(variants: list[Variant], sets: list[str]) -> str:
     """BasicSR's protocol: Y-PSNR / SSIM on the whole image, with the cost columns."""
-    head = "| variant | params | GFLOPs / 32x32 patch | CPU latency (128x128 LR) | " + " | ".join(
+    head = f"| variant | params | GFLOPs / 32x32 patch | CPU latency ({LATENCY_SIDE}x{LATENCY_SIDE} LR) | " + " | ".join(
         f"{s} PSNR / SSIM" for s in sets) + " |"
     rows = [head, "|" + "---|" * (4 + len(sets))]
     for v in variants:

@@ -36,6 +36,9 @@ PATCH, LATENCY_SIDE = 32, int(os.environ.get("PIPELINE_LATENCY_SIDE", "128"))
 # memory stays bounded on Test4K/8K (an MSRResNet-64 activation at 8K HR size is ~8.5 GB); below it,
 # the whole image in one pass. The overlap is averaged; measured within 0.01 dB of untiled.
 TILE, TILE_OVERLAP, TILE_ABOVE = 256, 32, 512 * 512
+# An LR side below this is padded by edge replication for the forward pass and cropped back: E-RFDN's
+# ESA (stride-2 conv, then a 7x7 max-pool with stride 3) needs at least 15 px.
+MIN_LR_SIDE = 16
 
 
 def default_device() -> str:
@@ -138,7 +141,11 @@ def upscale(model, lr: np.ndarray, *, budget: float = 1.0, patch: int = 32, stri
     if tile and lr.shape[0] * lr.shape[1] > tile_above:
         per_call = max(1, batch * patch * patch // (tile * tile))
         return Upscaled(tensor_to_uint8(run_tiled(model, x, scale, tile, tile - overlap, batch=per_call)))
-    return Upscaled(tensor_to_uint8(model(x[None])[0]))
+    h, w = x.shape[1:]
+    if min(h, w) < MIN_LR_SIDE:
+        pad = (0, max(0, MIN_LR_SIDE - w), 0, max(0, MIN_LR_SIDE - h))
+        x = torch.nn.functional.pad(x[None], pad, mode="replicate")[0]
+    return Upscaled(tensor_to_uint8(model(x[None])[0, :, :h * scale, :w * scale]))
 
 
 def cost(model, *, budget: float = 1.0, patch: int = PATCH, stride: int = 28, batch: int = 32,

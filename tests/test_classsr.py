@@ -301,3 +301,14 @@ def test_tiled_whole_image_inference_is_within_a_hundredth_of_a_db_of_untiled():
     assert whole.shape == tiled.shape and np.abs(whole.astype(int) - tiled).max() > 0  # it did tile
     assert abs(psnr(tiled, hr, 4, True) - psnr(whole, hr, 4, True)) < 0.01
     assert np.array_equal(upscale(model, lr).image, whole) and 128 * 128 <= TILE_ABOVE  # small: one pass
+
+
+def test_an_image_smaller_than_the_model_needs_is_padded_and_cropped_back():
+    """E-RFDN's ESA needs >= 15 LR px: a 12x10 LR image (a Test2K image of a small DIV8K file) still runs."""
+    from test_models import WEIGHTS
+
+    model = models.import_official("erfdn", WEIGHTS).eval()
+    out = upscale(model, image(12, 10)).image
+    assert out.shape == (48, 40, 3)
+    big = image(40, 40)
+    assert np.array_equal(upscale(model, big).image, upscale(model, big, tile=0).image)

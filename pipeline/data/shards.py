@@ -178,6 +178,7 @@ class PairShards:
         ds = datasets.load_from_disk(str(folder / "arrow"))
         sizes = ds.select_columns(["height", "width"])[:]
         self.sizes = np.stack([sizes["height"], sizes["width"]], 1)
+        self._sizes = self.sizes.tolist()  # plain ints (one row per image: small)
         table = ds.select_columns(["hr", f"lr_x{scale}"]).data  # pyarrow: memory-mapped, no copies
         self._hr, self._lr = _by_row(table.column("hr")), _by_row(table.column(f"lr_x{scale}"))
 
@@ -186,13 +187,13 @@ class PairShards:
 
     def image(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The whole stored (LR, HR) of image ``row``: read-only views of the memory-mapped file."""
-        h, w = self.sizes[row]
+        h, w = self._sizes[row]
         hr = _value(self._hr, row).reshape(h, w, 3)
         lr = _value(self._lr, row).reshape(h // self.scale, w // self.scale, 3)
         return lr, hr
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        row, top, left = (int(v) for v in self.grid[int(i)])
+        row, top, left = self.grid[int(i)].tolist()
         lr, hr = self.image(row)
         t, l, c = top // self.scale, left // self.scale, self.lr_side
         return lr[t:t + c, l:l + c].copy(), hr[top:top + self.hr_side, left:left + self.hr_side].copy()
