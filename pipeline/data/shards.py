@@ -180,7 +180,7 @@ class PairShards:
         self.sizes = np.stack([sizes["height"], sizes["width"]], 1)
         self._sizes = self.sizes.tolist()  # plain ints (one row per image: small)
         table = ds.select_columns(["hr", f"lr_x{scale}"]).data  # pyarrow: memory-mapped, no copies
-        self._hr, self._lr = _by_row(table.column("hr")), _by_row(table.column(f"lr_x{scale}"))
+        self._hr, self._lr = _spans(table.column("hr")), _spans(table.column(f"lr_x{scale}"))
 
     def __len__(self):
         return len(self.grid)
@@ -188,8 +188,10 @@ class PairShards:
     def image(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The whole stored (LR, HR) of image ``row``: read-only views of the memory-mapped file."""
         h, w = self._sizes[row]
-        hr = _value(self._hr, row).reshape(h, w, 3)
-        lr = _value(self._lr, row).reshape(h // self.scale, w // self.scale, 3)
+        data, start, end = self._hr[row]
+        hr = data[start:end].reshape(h, w, 3)
+        data, start, end = self._lr[row]
+        lr = data[start:end].reshape(h // self.scale, w // self.scale, 3)
         return lr, hr
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,25 +201,13 @@ class PairShards:
         return lr[t:t + c, l:l + c].copy(), hr[top:top + self.hr_side, left:left + self.hr_side].copy()
 
 
-def _by_row(column) -> tuple[list[int], list]:
-    """The first row of each chunk of a pyarrow large_binary column, and each chunk's value offsets and
-    data as numpy views of the memory-mapped buffers (a row's bytes are a slice: no copy, no scalar)."""
-    starts, chunks, start = [], [], 0
+def _spans(column) -> list[tuple[np.ndarray, int, int]]:
+    """Per row of a pyarrow large_binary column: (its chunk's data as a numpy view of the memory-mapped
+    buffer, start, end), so a row's bytes are a slice (no copy, no pyarrow scalar; one row per image)."""
+    spans = []
     for chunk in column.chunks:
         _, offsets, data = chunk.buffers()
-        starts.append(start)
-        chunks.append((np.frombuffer(offsets, np.int64)[chunk.offset:chunk.offset + len(chunk) + 1],
-                       np.frombuffer(data, np.uint8)))
-        start += len(chunk)
-    return starts, chunks
-
-
-def _value(column: tuple[list[int], list], row: int) -> np.ndarray:
-    """The bytes of ``row`` (uint8, a view)."""
-    import bisect
-
-    starts, chunks = column
-    k = bisect.bisect_right(starts, row) - 1
-    offsets, data = chunks[k]
-    i = row - starts[k]
-    return data[offsets[i]:offsets[i + 1]]
+        data = np.frombuffer(data, np.uint8)
+        bounds = np.frombuffer(offsets, np.int64)[chunk.offset:chunk.offset + len(chunk) + 1].tolist()
+        spans += [(data, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return spans
