@@ -111,9 +111,9 @@ def main():
             new_pairs, old_pairs = PairShards(tmp / f"{stage}_new", s), OldPairs(tmp / f"{stage}_old", spec, s)
             for i in (0, len(new_pairs) // 2, len(new_pairs) - 1):
                 assert all(np.array_equal(a, b) for a, b in zip(new_pairs.pair(i), old_pairs.pair(i)))
-            rates = [(patches_per_s(old_pairs), patches_per_s(new_pairs)) for _ in range(3)]
+            rates = [(patches_per_s(old_pairs), patches_per_s(new_pairs)) for _ in range(7)]
             o, n = max(r[0] for r in rates), max(r[1] for r in rates)
-            print(f"  loader (x{s}, LR patch 32, in-process, best of 3): old {o:,.0f}, new {n:,.0f} patches/s "
+            print(f"  loader (x{s}, LR patch 32, in-process, best of 7, interleaved): old {o:,.0f}, new {n:,.0f} patches/s "
                   f"(new/old {n / o:.2f}); same pairs")
 
 

@@ -4,8 +4,9 @@ MATLAB's (and BasicSR's ``matlab_functions.imresize``) resize is separable: each
 weighted sum of at most ``ceil(4 / scale) + 2`` input rows, with the image mirrored at its borders
 ("symmetric" padding, edge pixel repeated). Instead of looping over output pixels we fold the weights
 and the mirroring into an (out x in) matrix per axis and apply it as a few banded matmuls: each block
-of 32 output rows only touches a narrow band of input rows, so the work is ~out x (32/scale + taps)
-instead of out x in. Exact up to float rounding, on any torch device.
+of 8 output rows only touches a narrow band of input rows, so the work is ~out x (8/scale + taps)
+instead of out x in. An HWC image is resized as the 2-D (H, W*C) array it is in memory, so its
+full-size input is never transposed. Exact up to float rounding, on any torch device.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: b
     return matrix
 
 
-BAND_ROWS = 32  # output rows per banded matmul: each only touches ~BAND_ROWS/scale input rows
+BAND_ROWS = 8  # output rows per banded matmul: each only touches ~BAND_ROWS/scale + taps input rows
 
 
 @lru_cache(maxsize=64)
@@ -75,36 +76,43 @@ def _bands(in_length: int, out_length: int, scale: float, antialiasing: bool):
         block = matrix[r0:r0 + BAND_ROWS]
         cols = np.flatnonzero(np.abs(block).sum(axis=0))
         lo, hi = int(cols.min()), int(cols.max()) + 1
-        bands.append((lo, hi, torch.from_numpy(np.ascontiguousarray(block[:, lo:hi], dtype=np.float32)),
-                      torch.from_numpy(np.ascontiguousarray(block[:, lo:hi].T, dtype=np.float32))))
+        bands.append((r0, lo, hi, torch.from_numpy(np.ascontiguousarray(block[:, lo:hi], dtype=np.float32))))
     return bands
 
 
-def _resize_axis(x: torch.Tensor, scale: float, antialiasing: bool, dim: int) -> torch.Tensor:
-    """Resize the rows (dim=-2) or columns (dim=-1) of a ...xHxW tensor, one matmul per block."""
-    n_in = x.shape[dim]
-    n_out = output_size(n_in, scale)
-    parts = []
-    for lo, hi, block, block_t in _bands(n_in, n_out, scale, antialiasing):
-        if dim == -1:
-            parts.append(x[..., lo:hi] @ block_t.to(x.device, x.dtype))
-        else:
-            parts.append(block.to(x.device, x.dtype) @ x[..., lo:hi, :])
-    return torch.cat(parts, dim=dim)
+def _resize_leading(x: torch.Tensor, scale: float, antialiasing: bool) -> torch.Tensor:
+    """Resize the first axis of a 2-D (L, M) tensor: one matmul per block of output rows, each on a
+    contiguous slice of input rows, written in place."""
+    n_in = x.shape[0]
+    out = x.new_empty(output_size(n_in, scale), x.shape[1])
+    for r0, lo, hi, block in _bands(n_in, out.shape[0], scale, antialiasing):
+        torch.matmul(block.to(x.device, x.dtype), x[lo:hi], out=out[r0:r0 + len(block)])
+    return out
 
 
 def output_size(in_length: int, scale: float) -> int:
     return math.ceil(in_length * scale)
 
 
+def _resize_hwb(x: torch.Tensor, scale: float, antialiasing: bool) -> torch.Tensor:
+    """Resize an (H, W, B) tensor (B: channels, or batch x channels) along H, then W. Both passes are
+    row-block matmuls on a contiguous 2-D view: (H, W*B) first, then the small intermediate transposed
+    to (W, H'*B): an HWC image needs no copy of its full-size input."""
+    h, w, b = x.shape
+    rows = _resize_leading(x.reshape(h, w * b), scale, antialiasing)  # (H', W*B)
+    h2 = rows.shape[0]
+    cols = _resize_leading(rows.view(h2, w, b).transpose(0, 1).reshape(w, h2 * b), scale, antialiasing)
+    return cols.view(-1, h2, b).transpose(0, 1)  # (H', W', B), a view
+
+
 def _resize_tensor(img: torch.Tensor, scale: float, antialiasing: bool) -> torch.Tensor:
+    """CHW / NCHW / HW float tensors on any device, returned in the same layout."""
     dtype = img.dtype if img.dtype in (torch.float32, torch.float64) else torch.float32
     x = img.to(dtype)
-    squeeze = x.ndim == 2
-    if squeeze:
-        x = x[None]
-    out = _resize_axis(_resize_axis(x, scale, antialiasing, -2), scale, antialiasing, -1)
-    return out[0] if squeeze else out
+    lead = x.shape[:-2]
+    hwb = x.reshape(-1, *x.shape[-2:]).permute(1, 2, 0).contiguous()
+    out = _resize_hwb(hwb, scale, antialiasing).permute(2, 0, 1)
+    return out.reshape(*lead, *out.shape[-2:]).contiguous()
 
 
 def imresize(img, scale: float, antialiasing: bool = True):
@@ -122,11 +130,9 @@ def imresize(img, scale: float, antialiasing: bool = True):
             raise ValueError(f"imresize: numpy input must be HW or HWC, got shape {img.shape}")
         if not np.issubdtype(img.dtype, np.floating):
             raise TypeError(f"imresize: numpy input must be float in [0, 1], got {img.dtype}")
-        chw = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-        chw = chw[None] if img.ndim == 2 else chw.permute(2, 0, 1).contiguous()
-        out = _resize_tensor(chw, scale, antialiasing)
-        out = out[0] if img.ndim == 2 else out.permute(1, 2, 0)
-        return out.contiguous().numpy()
+        hwc = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+        out = _resize_hwb(hwc[..., None] if img.ndim == 2 else hwc, scale, antialiasing)
+        return (out[..., 0] if img.ndim == 2 else out).contiguous().numpy()
     if isinstance(img, torch.Tensor):
         if img.ndim < 2:
             raise ValueError(f"imresize: tensor input must be HW, CHW or NCHW, got shape {tuple(img.shape)}")

@@ -29,8 +29,10 @@ def random_patch(lr: np.ndarray, hr: np.ndarray, lr_patch: int, scale: int, rng:
     if h < lr_patch or w < lr_patch:
         raise ValueError(f"LR sub-image {w}x{h} is smaller than lr_patch {lr_patch}")
     top, left = int(rng.integers(0, h - lr_patch + 1)), int(rng.integers(0, w - lr_patch + 1))
-    lr = lr[top:top + lr_patch, left:left + lr_patch]
-    hr = hr[top * scale:(top + lr_patch) * scale, left * scale:(left + lr_patch) * scale]
+    # compact copies first: the sources are views into whole stored images, so flipping and rotating
+    # the small patch afterwards stays in cache
+    lr = np.ascontiguousarray(lr[top:top + lr_patch, left:left + lr_patch])
+    hr = np.ascontiguousarray(hr[top * scale:(top + lr_patch) * scale, left * scale:(left + lr_patch) * scale])
     return lr, hr
 
 

@@ -195,10 +195,11 @@ class PairShards:
         return lr, hr
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sub-image ``i`` as read-only views of the mapped file (the loader copies only its patch)."""
         row, top, left = self.grid[int(i)].tolist()
         lr, hr = self.image(row)
         t, l, c = top // self.scale, left // self.scale, self.lr_side
-        return lr[t:t + c, l:l + c].copy(), hr[top:top + self.hr_side, left:left + self.hr_side].copy()
+        return lr[t:t + c, l:l + c], hr[top:top + self.hr_side, left:left + self.hr_side]
 
 
 def _spans(column) -> list[tuple[np.ndarray, int, int]]:
