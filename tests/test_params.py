@@ -175,8 +175,6 @@ def test_a_recipe_key_missing_from_the_base_is_named(repo, tmp_path):
 
 
 def test_csd_half_width_recipe_gives_the_10_8m_student(repo, tmp_path):
-    import torch
-
     from pipeline import models
     from pipeline.metrics import count_params
     from pipeline.models.slim import slim
