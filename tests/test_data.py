@@ -201,3 +201,15 @@ def test_df2k_source_is_a_list_of_folders_with_unique_names(tmp_path, monkeypatc
     (tmp_path / "params.yaml").write_text("prepare_sr:\n  source: [DIV2K_train_HR, Flickr2K]\n")
     with pytest.raises(ParamError, match=r"prepare_sr.source\[1\].*'Flickr2K' does not exist"):
         load_section("prepare_sr")
+
+
+def test_shards_pickle_by_folder_not_by_pixels(photo_folder, tmp_path):
+    """Loader workers started by spawn receive the folder and map the files again."""
+    import pickle
+
+    write_shards(folder_refs(photo_folder), ExtractSpec([4], 96, 48, 0), tmp_path / "s", 10, 1, "x")
+    shards = PairShards(tmp_path / "s", 4)
+    blob = pickle.dumps(shards)
+    assert len(blob) < 10_000
+    again = pickle.loads(blob)
+    assert all(np.array_equal(a, b) for a, b in zip(again.pair(3), shards.pair(3)))

@@ -171,44 +171,43 @@ class PairShards:
         self.info = json.loads((folder / "info.json").read_text())
         if scale not in self.info["scales"]:
             raise ValueError(f"{folder}: has scales {self.info['scales']}, not {scale}")
-        self.scale = scale
+        self.folder, self.scale = folder, scale
         self.hr_side = self.info["crop_size"]
         self.lr_side = self.hr_side // scale
         self.grid = np.load(folder / "grid.npy")
         ds = datasets.load_from_disk(str(folder / "arrow"))
         sizes = ds.select_columns(["height", "width"])[:]
         self.sizes = np.stack([sizes["height"], sizes["width"]], 1)
-        self._sizes = self.sizes.tolist()  # plain ints (one row per image: small)
         table = ds.select_columns(["hr", f"lr_x{scale}"]).data  # pyarrow: memory-mapped, no copies
-        self._hr, self._lr = _spans(table.column("hr")), _spans(table.column(f"lr_x{scale}"))
+        # one (LR, HR) pair of read-only array views per stored image, made once
+        self._images = [(lr.reshape(h // scale, w // scale, 3), hr.reshape(h, w, 3)) for (h, w), lr, hr in zip(
+            self.sizes.tolist(), _rows(table.column(f"lr_x{scale}")), _rows(table.column("hr")))]
+
+    def __reduce__(self):  # a spawned loader worker maps the files again instead of receiving a copy
+        return PairShards, (self.folder, self.scale)
 
     def __len__(self):
         return len(self.grid)
 
     def image(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The whole stored (LR, HR) of image ``row``: read-only views of the memory-mapped file."""
-        h, w = self._sizes[row]
-        data, start, end = self._hr[row]
-        hr = data[start:end].reshape(h, w, 3)
-        data, start, end = self._lr[row]
-        lr = data[start:end].reshape(h // self.scale, w // self.scale, 3)
-        return lr, hr
+        return self._images[row]
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Sub-image ``i`` as read-only views of the mapped file (the loader copies only its patch)."""
         row, top, left = self.grid[int(i)].tolist()
-        lr, hr = self.image(row)
+        lr, hr = self._images[row]
         t, l, c = top // self.scale, left // self.scale, self.lr_side
         return lr[t:t + c, l:l + c], hr[top:top + self.hr_side, left:left + self.hr_side]
 
 
-def _spans(column) -> list[tuple[np.ndarray, int, int]]:
-    """Per row of a pyarrow large_binary column: (its chunk's data as a numpy view of the memory-mapped
-    buffer, start, end), so a row's bytes are a slice (no copy, no pyarrow scalar; one row per image)."""
-    spans = []
+def _rows(column) -> list[np.ndarray]:
+    """Each row of a pyarrow large_binary column as a uint8 numpy view of the memory-mapped buffer (no
+    copy, no pyarrow scalar)."""
+    out = []
     for chunk in column.chunks:
         _, offsets, data = chunk.buffers()
         data = np.frombuffer(data, np.uint8)
         bounds = np.frombuffer(offsets, np.int64)[chunk.offset:chunk.offset + len(chunk) + 1].tolist()
-        spans += [(data, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    return spans
+        out += [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return out
