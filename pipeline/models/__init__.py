@@ -64,30 +64,34 @@ def save(model: nn.Module, folder) -> Path:
     return Path(folder)
 
 
-def read_config(folder) -> dict:
+def read_config(folder, layout: str | None = None) -> dict:
     """``{arch, scale, kwargs}`` of a saved model folder, or of a published checkpoint file (from its
-    tensor shapes)."""
-    if Path(folder).suffix in CHECKPOINT_SUFFIXES:
+    tensor shapes; ``layout`` names the checkpoint's layout when its tensor names are not enough)."""
+    if is_checkpoint(folder):
         from pipeline.models.checkpoints import convert
 
-        arch, scale, kwargs, _ = convert(folder)
+        arch, scale, kwargs, _ = convert(folder, layout)
         return {"arch": arch, "scale": scale, "kwargs": kwargs}
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{folder}: not a saved model (no config.json)")
+        raise FileNotFoundError(f"{folder}: not a saved model (no config.json) nor a .pt/.pth checkpoint")
     return json.loads(path.read_text())
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
-def load(folder, device="cpu") -> nn.Module:
+def is_checkpoint(path) -> bool:
+    return Path(path).suffix in CHECKPOINT_SUFFIXES
+
+
+def load(folder, device="cpu", layout: str | None = None) -> nn.Module:
     """A saved model folder, or a published checkpoint file (``.pt`` / ``.pth``, layout detected from
-    its tensor names: :mod:`pipeline.models.checkpoints`)."""
+    its tensor names unless ``layout`` names it: :mod:`pipeline.models.checkpoints`)."""
     from safetensors.torch import load_file
 
-    if Path(folder).suffix in CHECKPOINT_SUFFIXES:
-        return load_checkpoint(folder).to(device)
+    if is_checkpoint(folder):
+        return load_checkpoint(folder, layout).to(device)
     cfg = read_config(folder)
     model = build(cfg["arch"], cfg["scale"], **cfg["kwargs"])
     model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))  # safetensors refuses 'cpu:0'
