@@ -127,7 +127,7 @@ def count_macs(model: torch.nn.Module, lr_shape=(1, 3, 32, 32)) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    param = next(model.parameters())
+    param = next(model.parameters(), torch.zeros(()))
     x = torch.zeros(lr_shape, dtype=param.dtype, device=param.device)
     correction = []
 

@@ -546,6 +546,8 @@ class Evaluate:
     official_erfdn: str = ""  # official E-RFDN x4 safetensors, as a reference row ('' to skip)
     pareto_set: str = "sample"  # the test set of the Pareto plot
     crops_set: str = "sample"
+    onnx: bool = True  # export every variant to ONNX (exports/), check it against PyTorch, time ONNX Runtime
+    self_ensemble: bool = False  # also score each plain model with the x8 geometric self-ensemble ("name+")
 
     def validate(self, p):
         check(self.scale in (2, 3, 4), f"{p}.scale", f"scale {self.scale} not allowed; allowed: 2, 3, 4")

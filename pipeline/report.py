@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, count_pairs, iter_pairs, score
 from pipeline.params import ClassSRInference
-from pipeline.upscale import LATENCY_SIDE, Upscaled, branch_flops, class_weighted_flops, cost, is_classsr, upscale
+from pipeline.upscale import (LATENCY_SIDE, LATENCY_THREADS, NTIRE_SIDE, Upscaled, branch_flops, class_weighted_flops,
+                              classsr_macs_on, cost, is_classsr, upscale)
 
 
 @dataclass
@@ -31,10 +32,12 @@ class Variant:
     budget: float = 1.0
     params: int = 0
     flops_per_patch: float = 0.0  # per 32x32 LR patch (ClassSR: class-weighted, on the Pareto test set)
-    latency_s: float = float("nan")  # CPU, one 128x128 LR input; nan for bicubic
+    latency_s: float = float("nan")  # CPU, one 128x128 LR input, LATENCY_THREADS threads; nan for bicubic
     # test set -> {psnr, ssim (Y, whole image), psnr_rgb (ClassSR's grid)[, flops_per_patch, flops_percent]}
     scores: dict = field(default_factory=dict)
     scale: int = 0  # the model's own scale (0: bicubic, at the evaluation's scale)
+    macs_256: float = 0.0  # MACs on one 256x256 LR input (NTIRE's convention; ClassSR: its patch-wise work)
+    deploy: dict = field(default_factory=dict)  # onnx_max_abs_err, ort_latency_s[, gpu_fp32_s, gpu_fp16_s, ...]
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
@@ -44,7 +47,40 @@ def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInfere
     opts = inference.options() if inference and is_classsr(model) else {}
     c = cost(model.eval(), budget=budget, **opts)
     return Variant(name, model, budget, c["params"], c["flops_per_patch"], c["cpu_latency_s"],
-                   scale=model.config["scale"])
+                   scale=model.config["scale"], macs_256=c["macs_256"])
+
+
+def deploy_onnx(variants: list[Variant], folder, inference: ClassSRInference) -> None:
+    """Export every model variant to ONNX under ``folder/<variant>/`` (a ClassSR once, for all its budgets),
+    check ONNX Runtime against PyTorch and time it beside PyTorch's CPU latency (same input, same threads)."""
+    from pipeline.export import export_onnx, max_abs_error, ort_latency
+
+    exported = {}
+    for v in (v for v in variants if v.model is not None):
+        key = id(v.model)
+        if key not in exported:
+            files = export_onnx(v.model, Path(folder) / safe_name(v.name.split("@")[0]))
+            exported[key] = (files, max_abs_error(v.model, files))
+        files, err = exported[key]
+        opts = {**inference.options(), "budget": v.budget} if is_classsr(v.model) else {}
+        probe = np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
+        v.deploy.update(onnx_max_abs_err=err, ort_latency_s=ort_latency(v.model, files, LATENCY_SIDE,
+                                                                        LATENCY_THREADS, probe, **opts))
+        print(f"evaluate: {v.name}: ONNX max |ORT - PyTorch| {err:.2e}, ORT {v.deploy['ort_latency_s'] * 1e3:.1f} ms "
+              f"vs PyTorch {v.latency_s * 1e3:.1f} ms")
+
+
+def deploy_gpu(variants: list[Variant], inference: ClassSRInference) -> None:
+    """fp32 / fp16 GPU runtime and peak memory of every model variant (its model on the GPU)."""
+    from pipeline.upscale import gpu_cost
+
+    for v in (v for v in variants if v.model is not None):
+        opts = {**inference.options(), "budget": v.budget} if is_classsr(v.model) else {}
+        v.deploy.update(gpu_cost(v.model, **opts))
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInference,
@@ -58,9 +94,10 @@ def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInfere
 
 def as_metrics(v: Variant) -> dict:
     """Flat, JSON-safe metrics of a variant (no NaN: bicubic has no latency)."""
-    out = {"params": v.params, "flops_per_patch": v.flops_per_patch}
+    out = {"params": v.params, "flops_per_patch": v.flops_per_patch, "macs_256": v.macs_256}
     if v.latency_s == v.latency_s:
         out["cpu_latency_s"] = v.latency_s
+    out.update(v.deploy)
     out.update({f"{s}_{k}": val for s, d in v.scores.items() for k, val in d.items()})
     return out
 
@@ -122,19 +159,46 @@ def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSR
     for v in variants:
         chosen = v.scores.get(flops_set) or next(iter(v.scores.values()), {})
         v.flops_per_patch = chosen.get("flops_per_patch", v.flops_per_patch)
+        if v.model is not None and is_classsr(v.model):  # its 256^2 work at that set's class mix
+            v.macs_256 = classsr_macs_on(v.model, v.flops_per_patch, NTIRE_SIDE, inference.patch, inference.stride)
     return sets
 
 
 def markdown_table(variants: list[Variant], sets: list[str]) -> str:
-    """BasicSR's protocol: Y-PSNR / SSIM on the whole image, with the cost columns."""
-    head = f"| variant | params | GFLOPs / 32x32 patch | CPU latency ({LATENCY_SIDE}x{LATENCY_SIDE} LR) | " + " | ".join(
-        f"{s} PSNR / SSIM" for s in sets) + " |"
-    rows = [head, "|" + "---|" * (4 + len(sets))]
+    """BasicSR's protocol: Y-PSNR / SSIM on the whole image, with the cost columns (conventions in
+    :data:`COST_CONVENTIONS`); ONNX Runtime and GPU columns when measured."""
+    ort = any("ort_latency_s" in v.deploy for v in variants)
+    gpu = any("gpu_fp32_s" in v.deploy for v in variants)
+    cols = ["params", "GFLOPs / 32² patch", f"GMACs @ {NTIRE_SIDE}²",
+            f"CPU ms ({LATENCY_SIDE}², {LATENCY_THREADS} thr)"] + (["ORT ms"] if ort else []) + (
+        ["GPU fp32 / fp16 ms", "GPU MB"] if gpu else [])
+    head = "| variant | " + " | ".join(cols) + " | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " |"
+    rows = [head, "|" + "---|" * (1 + len(cols) + len(sets))]
     for v in variants:
-        lat = "" if np.isnan(v.latency_s) else f"{v.latency_s * 1e3:.0f} ms"
-        cells = [f"{v.scores[s]['psnr']:.3f} / {v.scores[s]['ssim']:.4f}" if s in v.scores else "–" for s in sets]
-        rows.append(f"| {v.name} | {v.params:,} | {v.flops_per_patch / 1e9:.3f} | {lat} | " + " | ".join(cells) + " |")
+        ms = lambda sec: "" if sec != sec else f"{sec * 1e3:.1f}"  # noqa: E731  (nan: not measured)
+        cells = [f"{v.params:,}", f"{v.flops_per_patch / 1e9:.3f}", f"{v.macs_256 / 1e9:.2f}", ms(v.latency_s)]
+        if ort:
+            cells.append(ms(v.deploy.get("ort_latency_s", float("nan"))))
+        if gpu:
+            d = v.deploy
+            cells += [f"{ms(d['gpu_fp32_s'])} / {ms(d['gpu_fp16_s'])}" if "gpu_fp32_s" in d else "",
+                      f"{d['gpu_peak_mem_mb']:.0f}" if "gpu_peak_mem_mb" in d else ""]
+        scores = [f"{v.scores[s]['psnr']:.3f} / {v.scores[s]['ssim']:.4f}" if s in v.scores else "–" for s in sets]
+        rows.append(f"| {v.name} | " + " | ".join(cells + scores) + " |")
     return "\n".join(rows) + "\n"
+
+
+COST_CONVENTIONS = f"""Cost columns:
+- **params**: every parameter (ClassSR: classifier and all branches; learnable MeanShift convs counted, as ClassSR does).
+- **GFLOPs / 32² patch**: 2 x MACs of one 32x32 LR patch, ClassSR's unit; a ClassSR: its branches' FLOPs weighted
+  by the class counts of every patch of the Pareto test set (cal_FLOPs; the classifier's 7.4 M added for FSRCNN only).
+- **GMACs @ {NTIRE_SIDE}²**: multiply-accumulates of one {NTIRE_SIDE}x{NTIRE_SIDE} LR input, the NTIRE efficient-SR
+  convention most tables print as "FLOPs"; a ClassSR: its patch-wise work there (overlapping 32/28 patches, each classified).
+- **CPU ms**: median of 5 forwards on one {LATENCY_SIDE}x{LATENCY_SIDE} LR input, torch at {LATENCY_THREADS} threads
+  (a ClassSR: its whole patch-wise inference); **ORT ms**: the same through the exported ONNX graphs in ONNX Runtime
+  (CPU, same threads). **GPU**: fp32 / fp16 via torch.utils.benchmark (synchronised) and the fp32 peak memory, when
+  a GPU is present.
+"""
 
 
 def classsr_table(variants: list[Variant], sets: list[str]) -> str:
@@ -213,50 +277,133 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     return front
 
 
+def pareto_rows(variants: list[Variant], sets: list[str], scale: int, inference: ClassSRInference) -> list[dict]:
+    """One row per variant and test set (at the evaluation's scale): scores, both cost conventions, the
+    latencies, and whether the variant is on that set's PSNR-vs-MACs front. The DVC plot and the
+    MLflow table of the evaluate stage."""
+    rows = []
+    for s in sets:
+        at = [v for v in variants if s in v.scores and v.scale in (0, scale)]
+        macs = {}
+        for v in at:
+            d = v.scores[s]
+            macs[v.name] = (classsr_macs_on(v.model, d["flops_per_patch"], NTIRE_SIDE, inference.patch, inference.stride)
+                            if "flops_per_patch" in d else v.macs_256)
+        front = set(pareto_front([(v.name, macs[v.name], v.scores[s]["psnr"]) for v in at if v.model is not None]))
+        for v in at:
+            d = v.scores[s]
+            rows.append({"variant": v.name, "set": s, "psnr": round(d["psnr"], 4), "ssim": round(d["ssim"], 5),
+                         "psnr_rgb": round(d["psnr_rgb"], 4), "params": v.params,
+                         "gflops_per_patch": round(d.get("flops_per_patch", v.flops_per_patch) / 1e9, 5),
+                         "gmacs_256": round(macs[v.name] / 1e9, 4),
+                         "cpu_latency_ms": round(v.latency_s * 1e3, 3) if v.latency_s == v.latency_s else "",
+                         "ort_latency_ms": round(v.deploy["ort_latency_s"] * 1e3, 3) if "ort_latency_s" in v.deploy else "",
+                         "pareto": v.name in front})
+    return rows
+
+
+def write_csv(rows: list[dict], path):
+    import csv
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def place_labels(ax, fig, points: list[tuple[str, float, float]], fontsize: int = 8):
+    """Annotate each point, moving a label up (with a leader line) until it overlaps no label before it."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for name, x, y in sorted(points, key=lambda t: (t[2], t[1])):
+        text = ax.annotate(name, (x, y), xytext=(5, 0), textcoords="offset points", fontsize=fontsize, va="center",
+                           arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5", "shrinkA": 0, "shrinkB": 2})
+        dy = 0
+        box = text.get_window_extent(renderer).expanded(1.02, 1.15)
+        while any(box.overlaps(b) for b in placed) and dy < 400:
+            dy += 2
+            text.set_position((5, dy))
+            box = text.get_window_extent(renderer).expanded(1.02, 1.15)
+        placed.append(box)
+
+
 def plot_pareto(variants: list[Variant], test_set: str, path, scale: int = 4):
+    """PSNR against MACs at 256^2 LR on ``test_set`` (log x), the front in red, labels kept apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(v.name, v.flops_per_patch / 1e9, v.scores[test_set]["psnr"]) for v in variants
-           if v.flops_per_patch > 0 and test_set in v.scores and v.scale in (0, scale)]
+    pts = [(v.name, v.macs_256 / 1e9, v.scores[test_set]["psnr"]) for v in variants
+           if v.macs_256 > 0 and test_set in v.scores and v.scale in (0, scale)]
     front = set(pareto_front(pts))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 6))
     for name, f, p in pts:
-        ax.scatter(f, p, color="C3" if name in front else "C0")
-        ax.annotate(name, (f, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.scatter(f, p, color="C3" if name in front else "C0", zorder=3)
     fr = sorted((f, p) for n, f, p in pts if n in front)
     if fr:
         ax.plot(*zip(*fr), color="C3", lw=1, ls="--", label="Pareto front")
     bic = next((v for v in variants if v.name == "bicubic"), None)
-    if bic:
+    if bic and test_set in bic.scores:
         ax.axhline(bic.scores[test_set]["psnr"], color="gray", lw=1, label="bicubic")
     ax.set_xscale("log")
-    ax.set_xlabel("GFLOPs per 32x32 LR patch")
+    ax.set_xlabel(f"GMACs per {NTIRE_SIDE}x{NTIRE_SIDE} LR input (log)")
     ax.set_ylabel(f"PSNR on {test_set} (Y, dB)")
-    ax.legend(fontsize=8)
+    ax.grid(True, which="both", lw=0.3, alpha=0.5)
+    ax.legend(fontsize=8, loc="lower right")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.15 * (hi - lo))  # headroom for labels moved up
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    place_labels(ax, fig, pts)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return sorted(front)
 
 
-def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRInference, path, crop: int = 96):
-    """Side-by-side HR-size crops of each variant's output, and the HR."""
-    from PIL import Image, ImageDraw
+def textured_box(hr: np.ndarray, crop: int) -> tuple[int, int]:
+    """(top, left) of the ``crop``-sized window with the most gradient energy: where SR methods differ."""
+    gray = hr.astype(np.float32).mean(2)
+    energy = np.abs(np.diff(gray, axis=0))[:, :-1] + np.abs(np.diff(gray, axis=1))[:-1]
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w = energy.shape
+    if h < crop or w < crop:
+        return 0, 0
+    window = integral[crop:, crop:] - integral[:-crop, crop:] - integral[crop:, :-crop] + integral[:-crop, :-crop]
+    top, left = np.unravel_index(np.argmax(window), window.shape)
+    return int(top), int(left)
+
+
+def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRInference, path, crop: int = 96,
+                 zoom: int = 3):
+    """The HR image with the crop's location marked, then each variant's crop of its most textured
+    region (zoomed, with its PSNR on the crop), in two rows."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from pipeline.metrics import psnr
 
     name, lr, hr = pair
-    h, w = hr.shape[:2]
-    top, left = (h - crop) // 2 // scale * scale, (w - crop) // 2 // scale * scale
-    tiles = [(v.name, run_variant(v, lr, scale, inference).image[top:top + crop, left:left + crop]) for v in variants
-             if v.scale in (0, scale)]
-    tiles.append(("HR", hr[top:top + crop, left:left + crop]))
-    zoom = 2
-    sheet = Image.new("RGB", (len(tiles) * crop * zoom, crop * zoom + 14), "white")
+    crop = min(crop, *hr.shape[:2])
+    top, left = textured_box(hr, crop)
+    tiles = []
+    for v in (v for v in variants if v.scale in (0, scale)):
+        sr = run_variant(v, lr, scale, inference).image[top:top + crop, left:left + crop]
+        tiles.append((f"{v.name[:26]}", f"{psnr(sr, hr[top:top + crop, left:left + crop]):.2f} dB", sr))
+    tiles.append(("HR", name, hr[top:top + crop, left:left + crop]))
+    side, label_h = crop * zoom, 34
+    per_row = (len(tiles) + 1) // 2
+    font = ImageFont.load_default(size=14) if hasattr(ImageFont, "load_default") else None
+    full_h = 2 * (side + label_h)
+    full_w = round(hr.shape[1] * full_h / hr.shape[0])
+    sheet = Image.new("RGB", (full_w + 10 + per_row * (side + 6), full_h), "white")
+    thumb = Image.fromarray(np.ascontiguousarray(hr)).resize((full_w, full_h), Image.BICUBIC)
+    f = full_h / hr.shape[0]
+    ImageDraw.Draw(thumb).rectangle([left * f, top * f, (left + crop) * f, (top + crop) * f], outline="red", width=3)
+    sheet.paste(thumb, (0, 0))
     draw = ImageDraw.Draw(sheet)
-    for i, (label, img) in enumerate(tiles):
-        sheet.paste(Image.fromarray(np.ascontiguousarray(img)).resize((crop * zoom, crop * zoom), Image.NEAREST),
-                    (i * crop * zoom, 14))
-        draw.text((i * crop * zoom + 2, 1), label[:22], fill="black")
+    for i, (label, sub, img) in enumerate(tiles):
+        x, y = full_w + 10 + (i % per_row) * (side + 6), (i // per_row) * (side + label_h)
+        draw.text((x + 2, y + 1), label, fill="black", font=font)
+        draw.text((x + 2, y + 17), sub, fill="dimgray", font=font)
+        sheet.paste(Image.fromarray(np.ascontiguousarray(img)).resize((side, side), Image.NEAREST), (x, y + label_h))
     sheet.save(path)

@@ -17,6 +17,8 @@ from pathlib import Path
 from pipeline.params import as_flat_dict
 
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "sr-pipeline")
+# The experiment-kind tag MLflow 3's UI reads: a model-training experiment opens on its runs table.
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def repo_root() -> Path:
@@ -88,6 +90,12 @@ class Tracker:
         if self.active:
             self.mlflow.set_tags(tags)
 
+    def log_table(self, rows: list[dict], name: str):
+        """Rows (dicts with the same keys) as an MLflow table artifact: the UI's artifact view and
+        ``mlflow.load_table`` show every variant side by side, without opening a child run."""
+        if self.active and rows:
+            self.mlflow.log_table({k: [r.get(k) for r in rows] for k in rows[0]}, artifact_file=name)
+
     def child_run(self, name: str, metrics: dict):
         """A nested run (one per compared variant) with the same metric keys, for the Compare view."""
         if self.active:
@@ -107,7 +115,9 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
     uri = tracking_uri()
     check_server(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    if KIND_TAG not in experiment.tags:  # MLflow 3's UI opens an untagged experiment on its GenAI overview
+        mlflow.set_experiment_tag(KIND_TAG, MODEL_TRAINING)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params)}
     for env, tag in [("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"),
                      ("DVC_STAGE", "dvc_stage")]:

@@ -1,22 +1,29 @@
 """Stage evaluate: every variant and bicubic on every prepared test set: PSNR/SSIM (Y, crop = scale;
-BasicSR's protocol) and RGB PSNR on ClassSR's patch grid with per-set FLOPs (ClassSR's protocol),
-params, FLOPs per 32x32 LR patch, CPU latency (measured on the CPU; the scoring runs on the GPU when
-there is one, large images in tiles); a Markdown table, a Pareto plot, side-by-side crops,
-DVC metrics, and one MLflow child run per variant (so the UI's Compare view lines them up)."""
+BasicSR's protocol) and RGB PSNR on ClassSR's patch grid with per-set FLOPs (ClassSR's protocol).
+
+Cost (the conventions: :data:`pipeline.report.COST_CONVENTIONS`): params, FLOPs per 32x32 LR patch,
+MACs at 256x256 LR, CPU latency at a fixed thread count (measured on the CPU), each variant exported to
+ONNX (``exports/``), checked against PyTorch and timed in ONNX Runtime, and on a GPU, when there is one,
+fp32 / fp16 runtime and peak memory (the scoring then runs there too, large images in tiles).
+
+Out: a Markdown table, ``plots/pareto.csv`` (one row per variant and test set; a DVC scatter plot, so
+``dvc plots diff`` overlays the fronts of several experiments, and an MLflow table), a Pareto PNG,
+side-by-side crops, DVC metrics, and one MLflow child run per variant."""
 from pathlib import Path
 
 from pipeline import models
 from pipeline.evaluate import iter_pairs
 from pipeline.files import write_json
 from pipeline.params import is_model, load_section
-from pipeline.report import (as_metrics, check_claims, claims_table, classsr_table, crops_figure, markdown_table,
-                             plot_pareto, score_all, variant)
+from pipeline.report import (COST_CONVENTIONS, as_metrics, check_claims, claims_table, classsr_table, crops_figure,
+                             deploy_gpu, deploy_onnx, markdown_table, pareto_rows, plot_pareto, score_all, variant,
+                             write_csv)
 from pipeline.stage import run
 from pipeline.tracking import stage_run
 from pipeline.upscale import default_device
 
 TEST, METRICS, TABLE = "data/test", "metrics/evaluate.json", "reports/results.md"
-PARETO, CROPS = "plots/pareto.png", "plots/crops.png"
+PARETO, PARETO_CSV, CROPS, EXPORTS = "plots/pareto.png", "plots/pareto.csv", "plots/crops.png", "exports"
 
 
 def collect_variants(cfg):
@@ -35,21 +42,27 @@ def main():
     cfg = load_section("evaluate")
     with stage_run("evaluate", cfg) as tracker:
         variants = collect_variants(cfg)  # on the CPU: each variant's cost is measured there
+        if cfg.onnx:
+            deploy_onnx(variants, EXPORTS, cfg.inference)
         device = default_device()
         print(f"evaluate: scoring {len(variants)} variants on {device}")
         for v in variants:
             if v.model is not None:
                 v.model.to(device)
+        if device == "cuda":
+            deploy_gpu(variants, cfg.inference)
         sets = score_all(variants, TEST, cfg.scale, cfg.inference, cfg.pareto_set)
         metrics = {v.name: as_metrics(v) for v in variants}
         table, claims = markdown_table(variants, sets), check_claims(variants, sets)
         Path(TABLE).parent.mkdir(exist_ok=True)
         Path(TABLE).write_text(
             f"# Results (x{cfg.scale})\n\n## BasicSR protocol: Y channel, crop {cfg.scale}, whole image\n\n{table}\n"
+            f"{COST_CONVENTIONS}\n"
             f"## ClassSR protocol: RGB, crop {cfg.scale}, on the region its {cfg.inference.patch}/"
             f"{cfg.inference.stride} patch grid covers; ClassSR FLOPs weighted by the set's class counts\n\n"
             f"{classsr_table(variants, sets)}\n## Each paper's claim on this run\n\n{claims_table(claims)}")
-        Path(PARETO).parent.mkdir(exist_ok=True)
+        rows = pareto_rows(variants, sets, cfg.scale, cfg.inference)
+        write_csv(rows, PARETO_CSV)
         front = plot_pareto(variants, cfg.pareto_set if cfg.pareto_set in sets else sets[0], PARETO, cfg.scale)
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
         crops_figure(variants, next(iter_pairs(Path(TEST) / crops_set, cfg.scale)), cfg.scale, cfg.inference, CROPS)
@@ -57,7 +70,8 @@ def main():
         print(table)
         for v in variants:
             tracker.child_run(v.name, as_metrics(v))
-        for f in (TABLE, PARETO, CROPS):
+        tracker.log_table(rows, "variants.json")  # every variant and set side by side in the run's artifacts
+        for f in (TABLE, PARETO, PARETO_CSV, CROPS):
             tracker.log_artifact(f, "report")
 
 

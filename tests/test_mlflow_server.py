@@ -64,6 +64,8 @@ def test_rest_api_returns_one_run_per_stage_with_metrics(tmp_path, server):
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
     exp = rest(server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=sr-pipeline")["experiment"]
+    # marked a model-training experiment, so MLflow 3's UI opens on the runs table, not the GenAI overview
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
     runs = rest(server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 50})["runs"]
     by_name = {r["info"]["run_name"]: r for r in runs}
     assert sorted(by_name) == ["ghost", "pretrain_teacher"]

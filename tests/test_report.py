@@ -12,12 +12,37 @@ def test_pareto_front_keeps_only_non_dominated_variants():
 
 def test_markdown_table_has_a_row_per_variant_and_a_column_per_set():
     vs = [Variant("bicubic", scores={"Set5": {"psnr": 28.431, "ssim": 0.8113}}),
-          Variant("net", None, 1.0, 1234, 2e9, 0.05, {"Set5": {"psnr": 30.0, "ssim": 0.85}})]
+          Variant("net", None, 1.0, 1234, 2e9, 0.05, {"Set5": {"psnr": 30.0, "ssim": 0.85}}, macs_256=64e9,
+                  deploy={"ort_latency_s": 0.04})]
     table = markdown_table(vs, ["Set5"])
     lines = table.strip().splitlines()
-    assert len(lines) == 4 and "Set5 PSNR / SSIM" in lines[0]
-    assert "| net | 1,234 | 2.000 | 50 ms | 30.000 / 0.8500 |" in table
-    assert "28.431 / 0.8113" in lines[2] and "| bicubic | 0 | 0.000 |  |" in lines[2]  # no latency for bicubic
+    assert len(lines) == 4 and "Set5 PSNR / SSIM" in lines[0] and "GMACs @ 256²" in lines[0]
+    assert "thr)" in lines[0] and "ORT ms" in lines[0]  # the thread count is stated
+    assert "| net | 1,234 | 2.000 | 64.00 | 50.0 | 40.0 | 30.000 / 0.8500 |" in table
+    assert "28.431 / 0.8113" in lines[2] and "| bicubic | 0 | 0.000 | 0.00 |  |  |" in lines[2]  # no latency for bicubic
+
+
+def test_pareto_labels_do_not_overlap(tmp_path):
+    """Ten variants crowded at nearly the same cost and PSNR: every label box is apart from the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.report import place_labels
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    pts = [(f"variant_number_{i}", 10 + 0.1 * i, 30 + 0.01 * i) for i in range(10)]
+    for _, x, y in pts:
+        ax.scatter(x, y)
+    ax.set_xscale("log")
+    fig.tight_layout()
+    place_labels(ax, fig, pts)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == 10
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
 
 
 def test_both_protocols_and_patch_weighted_flops_per_set(tmp_path):
@@ -69,6 +94,20 @@ def test_both_protocols_and_patch_weighted_flops_per_set(tmp_path):
     assert m["toy_flops_percent"] == pytest.approx(100 * expected / fl[-1])
     assert vs[1].flops_per_patch == pytest.approx(expected)
     assert "toy RGB PSNR" in classsr_table(vs, ["toy"])
+    # the Pareto CSV: a row per variant and set, both cost conventions; a ClassSR's 256^2 MACs are its
+    # 9 x 9 overlapping patches at the set's class mix (this classifier has no MACs)
+    import csv
+
+    from pipeline.report import pareto_rows, write_csv
+
+    write_csv(pareto_rows(vs, ["toy"], 4, inference), tmp_path / "pareto.csv")
+    with open(tmp_path / "pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["set"]) for r in rows] == [("bicubic", "toy"), ("classsr@1", "toy")]
+    assert float(rows[1]["psnr"]) == pytest.approx(m["toy_psnr"], abs=1e-4)
+    assert float(rows[1]["gflops_per_patch"]) == pytest.approx(expected / 1e9, abs=1e-5)
+    assert float(rows[1]["gmacs_256"]) == pytest.approx(81 * expected / 2 / 1e9, abs=1e-4)
+    assert rows[1]["pareto"] == "True"
 
 
 def test_claims_are_checked_per_set_with_their_own_protocol():

@@ -23,9 +23,20 @@ from pipeline.models.common import ResBlock
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # index 4 is the identity
 
 
+def shift_padded(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """:func:`shift` as a crop by constant bounds and a zero pad, for graph export: no slice bound
+    depends on the input size, so an ONNX graph traced at one size is right at every size."""
+    def crop(d: int) -> slice:
+        return slice(d, None) if d > 0 else slice(None, d) if d < 0 else slice(None)
+
+    return F.pad(x[..., crop(dy), crop(dx)], (max(-dx, 0), max(dx, 0), max(-dy, 0), max(dy, 0)))
+
+
 def shift(x: torch.Tensor, dy: int, dx: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """out[..., y, x] = in[..., y + dy, x + dx], zero outside: a translation by slicing (into ``out``
     when given, e.g. a slice of a preallocated concatenation)."""
+    if out is None and torch.onnx.is_in_onnx_export():
+        return shift_padded(x, dy, dx)
     if out is None:
         if dy == 0 and dx == 0:
             return x
@@ -116,12 +127,15 @@ class GhostConv(nn.Module):
         if n == 0:
             return self._reorder(intr)
         src = intr[:, :n] if self._contiguous else intr.index_select(1, self.ghost_src)
-        if self.fixed is not None and len(self.fixed) == 1:  # exported: one slice copy into the output
+        exporting = torch.onnx.is_in_onnx_export()  # a traced graph: no size-dependent slice bounds
+        if self.fixed is not None and len(self.fixed) == 1 and not exporting:  # one slice copy into the output
             out = intr.new_empty(intr.shape[0], self.oup, *intr.shape[2:])
             out[:, :intr.shape[1]] = intr
             shift(src, *self.fixed[0], out=out[:, intr.shape[1]:])
             return self._reorder(out)
-        if self.fixed is not None:
+        if self.fixed is not None and len(self.fixed) == 1:
+            ghosts = shift(src, *self.fixed[0])
+        elif self.fixed is not None:
             ghosts = torch.cat([shift(src[:, g:g + 1], *o) for g, o in enumerate(self.fixed)], 1)
         else:
             k = self.kernel()
