@@ -38,6 +38,7 @@ class Variant:
     scale: int = 0  # the model's own scale (0: bicubic, at the evaluation's scale)
     macs_256: float = 0.0  # MACs on one 256x256 LR input (NTIRE's convention; ClassSR: its patch-wise work)
     deploy: dict = field(default_factory=dict)  # onnx_max_abs_err, ort_latency_s[, gpu_fp32_s, gpu_fp16_s, ...]
+    self_ensemble: bool = False  # the x8 flip/rotate self-ensemble of a plain model ("name+")
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
@@ -50,13 +51,25 @@ def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInfere
                    scale=model.config["scale"], macs_256=c["macs_256"])
 
 
+def ensemble_variant(base: Variant) -> Variant:
+    """``base``'s "+" row: the x8 self-ensemble, 8 x its FLOPs and MACs, its latency measured."""
+    from pipeline.metrics import wall_time
+    from pipeline.upscale import with_threads
+
+    probe = np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
+    lat = with_threads(LATENCY_THREADS, lambda: wall_time(lambda: upscale(base.model, probe, self_ensemble=True),
+                                                          warmup=1, repeats=3))
+    return Variant(f"{base.name}+", base.model, 1.0, base.params, 8 * base.flops_per_patch, lat, scale=base.scale,
+                   macs_256=8 * base.macs_256, self_ensemble=True)
+
+
 def deploy_onnx(variants: list[Variant], folder, inference: ClassSRInference) -> None:
     """Export every model variant to ONNX under ``folder/<variant>/`` (a ClassSR once, for all its budgets),
     check ONNX Runtime against PyTorch and time it beside PyTorch's CPU latency (same input, same threads)."""
     from pipeline.export import export_onnx, max_abs_error, ort_latency
 
     exported = {}
-    for v in (v for v in variants if v.model is not None):
+    for v in (v for v in variants if v.model is not None and not v.self_ensemble):  # "+": 8 x its base's graph
         key = id(v.model)
         if key not in exported:
             files = export_onnx(v.model, Path(folder) / safe_name(v.name.split("@")[0]))
@@ -74,7 +87,7 @@ def deploy_gpu(variants: list[Variant], inference: ClassSRInference) -> None:
     """fp32 / fp16 GPU runtime and peak memory of every model variant (its model on the GPU)."""
     from pipeline.upscale import gpu_cost
 
-    for v in (v for v in variants if v.model is not None):
+    for v in (v for v in variants if v.model is not None and not v.self_ensemble):
         opts = {**inference.options(), "budget": v.budget} if is_classsr(v.model) else {}
         v.deploy.update(gpu_cost(v.model, **opts))
 
@@ -89,7 +102,7 @@ def run_variant(v: Variant, lr: np.ndarray, scale: int, inference: ClassSRInfere
         return Upscaled(bicubic_upscale(lr, scale))
     if is_classsr(v.model):
         return upscale(v.model, lr, budget=v.budget, cover_all=cover_all, **inference.options())
-    return upscale(v.model, lr)
+    return upscale(v.model, lr, self_ensemble=v.self_ensemble)
 
 
 def as_metrics(v: Variant) -> dict:

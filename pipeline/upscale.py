@@ -1,7 +1,10 @@
-"""The one LR -> SR entry point: any saved model (ClassSR included) on a uint8 image, and its command.
+"""The one LR -> SR entry point: any saved model or published checkpoint (ClassSR included) on a uint8
+image, and its command ``sr-upscale`` (= ``python -m pipeline.upscale``):
 
-    python -m pipeline.upscale models/classsr photo.png photo_x4.png [--budget 0.65]
-    python -m pipeline.upscale models/teacher photo.png photo_x4.png [--tile 128 --tile-above 0]
+    sr-upscale models/classsr photo.png photo_x4.png [--budget 0.65]
+    sr-upscale edsr_baseline_x4-6b446fab.pt in.png out.png            # an EDSR-PyTorch checkpoint
+    sr-upscale models/teacher "LR/*.png" out/ --gt HR/ [--self-ensemble]  # PSNR/SSIM like BasicSR's test.py
+    sr-upscale models/teacher big.png big_x4.png --device cuda --half [--tile 128 --tile-above 0]
 
 :func:`upscale` runs a plain model on the whole image or on overlapping tiles, and a ClassSR model
 patch-wise: patches are classified in one batch, then **each branch runs once per batch of its
@@ -17,6 +20,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -127,31 +131,71 @@ def classsr_patchwise(model, lr: torch.Tensor, scale: int, patch: int, stride: i
     return canvas.image(), classes.cpu().numpy()
 
 
+# The x8 geometric self-ensemble ("+" in the EDSR and CSD tables): each rotation by k x 90 degrees, with
+# and without a horizontal flip; outputs mapped back and averaged before quantisation (EDSR-PyTorch's forward_x8).
+ENSEMBLE = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _transform(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+
+def _untransform(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    y = torch.rot90(y, -k, dims=(-2, -1))
+    return y.flip(-1) if flip else y
+
+
+@torch.no_grad()
+def super_resolve(model, x: torch.Tensor, *, budget: float = 1.0, patch: int = 32, stride: int = 28, batch: int = 32,
+                  tile: int = TILE, overlap: int = TILE_OVERLAP, tile_above: int = TILE_ABOVE,
+                  flops: list[float] | None = None, cover_all: bool = True) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The SR of one LR image ``x`` (C, H, W) in [0, 1] on the model's device, and a ClassSR's patch classes."""
+    scale = model.config["scale"]
+    if is_classsr(model):
+        return classsr_patchwise(model, x, scale, patch, stride, budget, batch, flops or branch_flops(model, patch),
+                                 cover_all)
+    h, w = x.shape[1:]
+    if tile and h * w > tile_above:
+        per_call = max(1, batch * patch * patch // (tile * tile))
+        return run_tiled(model, x, scale, tile, tile - overlap, batch=per_call), None
+    if min(h, w) < MIN_LR_SIDE:
+        pad = (0, max(0, MIN_LR_SIDE - w), 0, max(0, MIN_LR_SIDE - h))
+        x = torch.nn.functional.pad(x[None], pad, mode="replicate")[0]
+    return model(x[None])[0, :, :h * scale, :w * scale], None
+
+
 @torch.no_grad()
 def upscale(model, lr: np.ndarray, *, budget: float = 1.0, patch: int = 32, stride: int = 28, batch: int = 32,
             tile: int = TILE, overlap: int = TILE_OVERLAP, tile_above: int = TILE_ABOVE,
-            flops: list[float] | None = None, cover_all: bool = True) -> Upscaled:
-    """Super-resolve the uint8 HxWx3 image ``lr`` with ``model`` on the model's device.
+            flops: list[float] | None = None, cover_all: bool = True, self_ensemble: bool = False) -> Upscaled:
+    """Super-resolve the uint8 HxWx3 image ``lr`` with ``model`` on the model's device, in its dtype.
 
     ClassSR: patch-wise (``patch``/``stride``, ``batch`` patches per branch call) under the FLOPs
     ``budget``; ``flops`` (its branch FLOPs) may be passed to save recounting them; ``cover_all=False``
     is ClassSR's own grid, which drops the remainder. Other models: the whole image, or, when it has
     more than ``tile_above`` LR pixels (0: always), overlapping ``tile`` x ``tile`` LR tiles (``tile``
-    0: never), as many per call as ``batch`` patches of ``patch`` pixels hold."""
-    scale = model.config["scale"]
-    x = uint8_to_tensor(lr)[0].to(next(model.parameters()).device)
+    0: never), as many per call as ``batch`` patches of ``patch`` pixels hold. ``self_ensemble``: the
+    mean of the 8 flipped / rotated passes (a ClassSR's classes and FLOPs: of the untransformed pass, x 8)."""
+    param = next(model.parameters())
+    x = uint8_to_tensor(lr)[0].to(param.device, param.dtype)
+    opts = {"budget": budget, "patch": patch, "stride": stride, "batch": batch, "tile": tile, "overlap": overlap,
+            "tile_above": tile_above, "cover_all": cover_all}
     if is_classsr(model):
-        flops = flops or branch_flops(model, patch)
-        sr, classes = classsr_patchwise(model, x, scale, patch, stride, budget, batch, flops, cover_all)
-        return Upscaled(tensor_to_uint8(sr), classes, class_weighted_flops(model, classes, flops))
-    if tile and lr.shape[0] * lr.shape[1] > tile_above:
-        per_call = max(1, batch * patch * patch // (tile * tile))
-        return Upscaled(tensor_to_uint8(run_tiled(model, x, scale, tile, tile - overlap, batch=per_call)))
-    h, w = x.shape[1:]
-    if min(h, w) < MIN_LR_SIDE:
-        pad = (0, max(0, MIN_LR_SIDE - w), 0, max(0, MIN_LR_SIDE - h))
-        x = torch.nn.functional.pad(x[None], pad, mode="replicate")[0]
-    return Upscaled(tensor_to_uint8(model(x[None])[0, :, :h * scale, :w * scale]))
+        opts["flops"] = flops = flops or branch_flops(model, patch)
+    if not self_ensemble:
+        sr, classes = super_resolve(model, x, **opts)
+    else:
+        if not cover_all:
+            raise ValueError("self_ensemble needs cover_all=True (ClassSR's own grid depends on the orientation)")
+        sr, classes = super_resolve(model, x, **opts)
+        sr = sr.float()
+        for k, flip in ENSEMBLE[1:]:
+            sr += _untransform(super_resolve(model, _transform(x, k, flip), **opts)[0].float(), k, flip)
+        sr /= len(ENSEMBLE)
+    if classes is None:
+        return Upscaled(tensor_to_uint8(sr))
+    per_patch = class_weighted_flops(model, classes, flops) * (len(ENSEMBLE) if self_ensemble else 1)
+    return Upscaled(tensor_to_uint8(sr), classes, per_patch)
 
 
 def macs_on(model, side: int) -> int:
@@ -238,31 +282,103 @@ def gpu_cost(model, *, side: int = LATENCY_SIDE, probe: np.ndarray | None = None
     return out
 
 
+def input_files(spec: str) -> list[Path]:
+    """An image file, a folder of images, or a glob pattern (quoted, so the shell leaves it alone)."""
+    import glob
+
+    from pipeline.data.images import IMAGE_EXTENSIONS, list_images
+
+    path = Path(spec)
+    if path.is_dir():
+        return list_images(path)
+    if path.is_file():
+        return [path]
+    files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"'{spec}': no such image file or folder, and no image matches it as a pattern")
+    return files
+
+
+def ground_truth(gt_dir: Path, lr_path: Path, scale: int) -> Path:
+    """The HR image of ``lr_path`` in ``gt_dir``: the same stem, or the stem without its ``x4`` suffix
+    (DIV2K's and EDSR-PyTorch's LR names)."""
+    import glob
+
+    from pipeline.data.images import IMAGE_EXTENSIONS
+
+    stems = [lr_path.stem] + ([lr_path.stem[:-len(f"x{scale}")]] if lr_path.stem.endswith(f"x{scale}") else [])
+    for stem in stems:
+        for p in sorted(gt_dir.glob(f"{glob.escape(stem)}.*")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                return p
+    raise FileNotFoundError(f"--gt {gt_dir}: no HR image named {' or '.join(stems)} for {lr_path}")
+
+
 def main(argv=None):
+    from tqdm import tqdm
+
     from pipeline import models
     from pipeline.data.images import ImageError, read_image, write_png
+    from pipeline.evaluate import score
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir")
-    ap.add_argument("input")
-    ap.add_argument("output")
+    ap = argparse.ArgumentParser(prog="sr-upscale", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a saved model folder or a published .pt/.pth checkpoint")
+    ap.add_argument("input", help="an LR image, a folder of them, or a quoted glob ('LR/*.png')")
+    ap.add_argument("output", help="the SR image (one input) or a folder (written as <name>.png)")
+    ap.add_argument("--gt", type=Path, help="folder of HR images: print PSNR/SSIM (Y, crop = scale) per image and mean")
+    ap.add_argument("--layout", help="the checkpoint's layout when its tensor names are ambiguous "
+                                     "(see pipeline/models/checkpoints.py)")
     ap.add_argument("--tile", type=int, default=TILE, help="LR tile side for large images (0: never tile)")
     ap.add_argument("--tile-above", type=int, default=TILE_ABOVE,
                     help="tile images with more LR pixels than this (0: always tile)")
     ap.add_argument("--budget", type=float, default=1.0, help="ClassSR: FLOPs budget as a fraction of branch-O")
     ap.add_argument("--batch", type=int, default=32, help="patches per model call (CPU: small, GPU: large)")
+    ap.add_argument("--self-ensemble", action="store_true", help="x8 flip/rotate self-ensemble ('+' in the tables)")
     ap.add_argument("--device", default=default_device())
+    ap.add_argument("--half", action="store_true", help="fp16 weights and activations (CUDA only)")
     args = ap.parse_args(argv)
+    if args.half and not str(args.device).startswith("cuda"):
+        ap.error(f"--half needs a CUDA device (got --device {args.device})")
     try:
-        model = models.load(args.model_dir, args.device).eval()
-        img = read_image(args.input)
-    except (FileNotFoundError, ImageError) as e:
+        files = input_files(args.input)
+        if args.gt is not None and not args.gt.is_dir():
+            raise FileNotFoundError(f"--gt {args.gt}: no such folder")
+        model = models.load(args.model, args.device, layout=args.layout).eval()
+        model = model.half() if args.half else model
+        scale = model.config["scale"]
+        gts = [ground_truth(args.gt, f, scale) for f in files] if args.gt else []  # all found before any work
+    except (FileNotFoundError, ImageError, ValueError) as e:
         sys.exit(f"error: {e}")
-    t0 = time.perf_counter()
-    out = upscale(model, img, tile=args.tile, tile_above=args.tile_above, budget=args.budget, batch=args.batch).image
-    write_png(args.output, out)
-    print(f"{args.input} {img.shape[1]}x{img.shape[0]} -> {args.output} {out.shape[1]}x{out.shape[0]} "
-          f"({model.config['arch']}, {time.perf_counter() - t0:.2f} s)")
+    out = Path(args.output)
+    many = len(files) > 1 or Path(args.input).is_dir() or out.is_dir()
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    scores, t0 = [], time.perf_counter()
+    bar = tqdm(files, unit="image", desc=f"{model.config['arch']} x{scale}", disable=len(files) == 1)
+    for i, f in enumerate(bar):
+        try:
+            img = read_image(f)
+        except ImageError as e:
+            sys.exit(f"error: {e}")
+        sr = upscale(model, img, tile=args.tile, tile_above=args.tile_above, budget=args.budget, batch=args.batch,
+                     self_ensemble=args.self_ensemble).image
+        target = out / f"{f.stem}.png" if many else out
+        write_png(target, sr)
+        if gts:
+            hr = read_image(gts[i])
+            if hr.shape != sr.shape:  # a benchmark HR not mod-cropped to the scale: crop as BasicSR does
+                hr = hr[:sr.shape[0], :sr.shape[1]]
+            scores.append(score(sr, hr, scale))
+            tqdm.write(f"{f.stem}: PSNR {scores[-1]['psnr']:.4f} dB, SSIM {scores[-1]['ssim']:.4f}")
+        elif not many:
+            print(f"{f} {img.shape[1]}x{img.shape[0]} -> {target} {sr.shape[1]}x{sr.shape[0]} "
+                  f"({model.config['arch']}, {time.perf_counter() - t0:.2f} s)")
+    if scores:
+        print(f"mean over {len(scores)} images: PSNR {np.mean([s['psnr'] for s in scores]):.4f} dB, "
+              f"SSIM {np.mean([s['ssim'] for s in scores]):.4f} (Y channel, crop {scale})")
+    if many:
+        print(f"{len(files)} images -> {out}/ in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

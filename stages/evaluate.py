@@ -16,8 +16,8 @@ from pipeline.evaluate import iter_pairs
 from pipeline.files import write_json
 from pipeline.params import is_model, load_section
 from pipeline.report import (COST_CONVENTIONS, as_metrics, check_claims, claims_table, classsr_table, crops_figure,
-                             deploy_gpu, deploy_onnx, markdown_table, pareto_rows, plot_pareto, score_all, variant,
-                             write_csv)
+                             deploy_gpu, deploy_onnx, ensemble_variant, markdown_table, pareto_rows, plot_pareto,
+                             score_all, variant, write_csv)
 from pipeline.stage import run
 from pipeline.tracking import stage_run
 from pipeline.upscale import default_device
@@ -30,7 +30,10 @@ def collect_variants(cfg):
     variants = [variant("bicubic")]
     if cfg.official_erfdn and Path(cfg.official_erfdn).is_file():
         variants.append(variant("E-RFDN official (AIM 2020)", models.import_official("erfdn", cfg.official_erfdn)))
-    variants += [variant(name, models.load(folder)) for name, folder in cfg.models.items() if is_model(folder)]
+    plain = [variant(name, models.load(folder)) for name, folder in cfg.models.items() if is_model(folder)]
+    variants += plain
+    if cfg.self_ensemble:
+        variants += [ensemble_variant(v) for v in plain]
     for name, folder in cfg.classsr.items():
         if Path(folder).is_dir():
             model = models.load(folder)
