@@ -218,19 +218,22 @@ BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 class PrepareTest:
     scales: list[int] = field(default_factory=lambda: [4])
     sample: bool = True  # the held-out scikit-image photos
-    benchmark_root: str = ""  # folder holding Set5/ Set14/ ... (HR images); '' for none
-    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
+    benchmark_root: str = ""  # folder holding test sets (Set5/ Set14/ ... or any folder of HR images); '' for none
+    benchmarks: list[str] = field(default_factory=list)  # [] every folder of images there; or the folders to use
     div8k: str = ""  # DIV8K HR folder (images 1201-1500) for Test2K/4K/8K; '' for none
     num_workers: int = 2
 
     def validate(self, p):
         for i, s in enumerate(self.scales):
             check(s in (2, 3, 4), f"{p}.scales[{i}]", f"scale {s} not allowed; allowed: 2, 3, 4")
-        for i, b in enumerate(self.benchmarks):
-            check(b in BENCHMARKS, f"{p}.benchmarks[{i}]", f"'{b}' unknown; allowed: {', '.join(BENCHMARKS)}")
         if self.benchmark_root:
             check(Path(self.benchmark_root).is_dir(), f"{p}.benchmark_root",
                   f"folder '{self.benchmark_root}' does not exist ('' for none)")
+            for i, b in enumerate(self.benchmarks):
+                check((Path(self.benchmark_root) / b).is_dir(), f"{p}.benchmarks[{i}]",
+                      f"no folder '{b}' under {self.benchmark_root} (the usual: {', '.join(BENCHMARKS)}; [] for all)")
+        else:
+            check(not self.benchmarks, f"{p}.benchmarks", "names folders under benchmark_root, which is ''")
         if self.div8k:
             check(Path(self.div8k).is_dir(), f"{p}.div8k", f"folder '{self.div8k}' does not exist ('' for none)")
         check(self.num_workers >= 1, f"{p}.num_workers", "must be >= 1")

@@ -213,3 +213,45 @@ def test_shards_pickle_by_folder_not_by_pixels(photo_folder, tmp_path):
     assert len(blob) < 10_000
     again = pickle.loads(blob)
     assert all(np.array_equal(a, b) for a, b in zip(again.pair(3), shards.pair(3)))
+
+
+def test_any_folder_under_benchmark_root_is_a_test_set_and_given_lr_is_used(tmp_path):
+    """Set5/ as images, MySet/HR + LR_bicubic/X4 (EDSR-PyTorch's layout, ``x4`` names), DIV2K's
+    ``*_valid_HR`` + ``*_valid_LR_bicubic/X4``: three sets; a download's own LR is used as it is."""
+    from types import SimpleNamespace
+
+    from pipeline.data.images import bicubic_downscale, write_png
+    from pipeline.data.prepare import test_sets, write_test_set
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "bench"
+    hr = rng.integers(0, 256, (50, 66, 3), dtype=np.uint8)  # not a multiple of 4: mod-cropped to 48 x 64
+    marked = np.full((12, 16, 3), 7, np.uint8)  # a "given" LR that no bicubic would make
+    for folder, lr_dir, lr_name in [("Set5", None, None), ("MySet/HR", "MySet/LR_bicubic/X4", "imgx4"),
+                                    ("DIV2K_valid_HR", "DIV2K_valid_LR_bicubic/X4", "imgx4")]:
+        (root / folder).mkdir(parents=True)
+        write_png(root / folder / "img.png", hr)
+        if lr_dir:
+            (root / lr_dir).mkdir(parents=True)
+            write_png(root / lr_dir / f"{lr_name}.png", marked)
+    cfg = SimpleNamespace(sample=False, benchmark_root=str(root), benchmarks=[], div8k="", scales=[4])
+    sets = test_sets(cfg)
+    assert sorted(sets) == ["DIV2K_valid", "MySet", "Set5"]
+    for name, (refs, downscale, given) in sets.items():
+        write_test_set(refs, downscale, [4], tmp_path / "out" / name, 1, given)
+        lr = read_image(tmp_path / "out" / name / "LR_bicubic/X4/img.png")
+        assert read_image(tmp_path / "out" / name / "HR/img.png").shape == (48, 64, 3)
+        expected = bicubic_downscale(hr[:48, :64], 4) if name == "Set5" else marked
+        assert np.array_equal(lr, expected), name
+    (root / "MySet/LR_bicubic/X4/imgx4.png").unlink()  # a given LR folder must hold every image's LR
+    with pytest.raises(ImageError, match="LR_bicubic/X4: no LR image for 'img'"):
+        test_sets(SimpleNamespace(**{**vars(cfg), "benchmarks": ["MySet"]}))
+
+
+def test_a_named_benchmark_that_is_not_there_fails_by_key(tmp_path):
+    from pipeline.params import ParamError, PrepareTest
+
+    (tmp_path / "Set5").mkdir()
+    PrepareTest(benchmark_root=str(tmp_path), benchmarks=["Set5"]).validate("prepare_test")
+    with pytest.raises(ParamError, match=r"prepare_test.benchmarks\[1\].*no folder 'Urban100'"):
+        PrepareTest(benchmark_root=str(tmp_path), benchmarks=["Set5", "Urban100"]).validate("prepare_test")

@@ -104,7 +104,7 @@ def test_paper_profile_has_the_same_sections_and_is_well_typed(repo, tmp_path):
     assert set(paper) == set(default)
     for section in ("prepare_sr", "prepare_classsr"):
         paper[section]["source"] = "sample"
-    paper["prepare_test"].update(benchmark_root="", div8k="")
+    paper["prepare_test"].update(benchmark_root="", benchmarks=[], div8k="")
     paper["ghost"]["source"] = "models/teacher"  # the published EDSR x2 checkpoint is not here
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(paper))
