@@ -80,12 +80,15 @@ class GhostConv(nn.Module):
         nn.init.kaiming_uniform_(self.shift_logits, a=math.sqrt(5))  # HeUniform(a=sqrt 5), as released
         self.tau = 1.0  # Gumbel-Softmax temperature, annealed during the fine-tune
         self.fixed: list[tuple[int, int]] | None = None  # set by reparameterize()
-        self._cache_layout()
+        self._cache_layout(list(ghost_src), [order.index(p) for p in range(oup)])
 
-    def _cache_layout(self):
-        """Layout facts the forward needs, kept as Python bools (no tensor checks per call)."""
-        self._contiguous = self.ghost_src.tolist() == list(range(len(self.ghost_src)))
-        self._identity_perm = self.perm.tolist() == list(range(len(self.perm)))
+    def _cache_layout(self, ghost_src: list[int] | None = None, perm: list[int] | None = None):
+        """Layout facts the forward needs, kept as Python bools (no tensor checks per call); from the
+        lists when given (a model built on the meta device, for counting, has no buffer values)."""
+        ghost_src = self.ghost_src.tolist() if ghost_src is None else ghost_src
+        perm = self.perm.tolist() if perm is None else perm
+        self._contiguous = ghost_src == list(range(len(ghost_src)))
+        self._identity_perm = perm == list(range(len(perm)))
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
