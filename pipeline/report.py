@@ -325,20 +325,52 @@ def write_csv(rows: list[dict], path):
         w.writerows(rows)
 
 
+def text_box(annotation, renderer):
+    """The window box of an annotation's text alone (its own extent includes the leader line)."""
+    from matplotlib.text import Text
+
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer).expanded(1.04, 1.2)
+
+
 def place_labels(ax, fig, points: list[tuple[str, float, float]], fontsize: int = 8):
-    """Annotate each point, moving a label up (with a leader line) until it overlaps no label before it."""
+    """Annotate each point where its label overlaps no other label and no marker and stays inside the
+    axes: the first free spot on rings of growing radius around the point (a leader line links the
+    label to its point); crowded points are labelled first so they get the nearest spots."""
+    import math
+
+    from matplotlib.transforms import Bbox
+
     renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    px = [ax.transData.transform((x, y)) for _, x, y in points]
+    markers = [Bbox.from_bounds(x - 4, y - 4, 8, 8) for x, y in px]
+    crowd = [sum(math.dist(a, b) < 40 for b in px) for a in px]
     placed = []
-    for name, x, y in sorted(points, key=lambda t: (t[2], t[1])):
-        text = ax.annotate(name, (x, y), xytext=(5, 0), textcoords="offset points", fontsize=fontsize, va="center",
-                           arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5", "shrinkA": 0, "shrinkB": 2})
-        dy = 0
-        box = text.get_window_extent(renderer).expanded(1.02, 1.15)
-        while any(box.overlaps(b) for b in placed) and dy < 400:
-            dy += 2
-            text.set_position((5, dy))
-            box = text.get_window_extent(renderer).expanded(1.02, 1.15)
-        placed.append(box)
+    for i in sorted(range(len(points)), key=lambda i: -crowd[i]):
+        name, x, y = points[i]
+        text = ax.annotate(name, (x, y), xytext=(6, 0), textcoords="offset points", fontsize=fontsize,
+                           va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5", "shrinkB": 3})
+        best = None
+        for r in (6, 12, 20, 30, 42, 56, 72, 90, 110):
+            for deg in (0, 180, 35, -35, 145, -145, 70, -70, 110, -110, 90, -90):
+                dx, dy = r * math.cos(math.radians(deg)), r * math.sin(math.radians(deg))
+                text.set_position((dx, dy))
+                text.set_horizontalalignment("left" if dx >= 0 else "right")
+                box = text_box(text, renderer)
+                clashes = sum(box.overlaps(b) for b in placed) + sum(box.overlaps(m) for j, m in enumerate(markers)
+                                                                    if j != i)
+                inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                score = clashes + (0 if inside else 100)
+                if best is None or score < best[0]:
+                    best = (score, (dx, dy), box)
+                if score == 0:
+                    break
+            if best[0] == 0:
+                break
+        text.set_position(best[1])
+        text.set_horizontalalignment("left" if best[1][0] >= 0 else "right")
+        placed.append(best[2])
 
 
 def plot_pareto(variants: list[Variant], test_set: str, path, scale: int = 4):

@@ -122,6 +122,20 @@ def test_clone_reproduces_with_the_protocol_numbers(reproduced):
     assert sorted(p.stem for p in (root / "data/test/Set5/HR").iterdir()) == ["baby", "bird", "butterfly", "head",
                                                                               "woman"]
     assert (root / "plots/train/pretrain_teacher.csv").read_text().startswith("step,data_time,l1,lr")
+    # every variant exported to ONNX and equal to PyTorch there
+    for name, v in variants.items():
+        assert name == "bicubic" or v["onnx_max_abs_err"] < 1e-4, name
+    assert (root / "exports/classsr/classifier.onnx").is_file() and (root / "exports/teacher/model.onnx").is_file()
+    # the Pareto CSV: one row per variant and set, with PSNR and both cost conventions; DVC renders it as a scatter
+    import csv
+
+    with open(root / "plots/pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["variant"], r["set"]) for r in rows) == sorted((v, s) for v in variants for s in ("Set5", "sample"))
+    assert all(r["psnr"] and r["gflops_per_patch"] and r["gmacs_256"] for r in rows)
+    shown = json.loads(sh("dvc plots show --json plots/pareto.csv", root))["data"]["plots/pareto.csv"][0]["content"]
+    assert shown["mark"]["type"] == "point" and shown["encoding"]["x"]["field"] == "gmacs_256"
+    assert len(shown["data"]["values"]) == len(rows)
 
 
 def test_noop_then_a_param_change_reruns_only_its_stage_and_dependants(project):

@@ -29,7 +29,7 @@ def test_pareto_labels_do_not_overlap(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.report import place_labels
+    from pipeline.report import place_labels, text_box
 
     fig, ax = plt.subplots(figsize=(9, 6))
     pts = [(f"variant_number_{i}", 10 + 0.1 * i, 30 + 0.01 * i) for i in range(10)]
@@ -39,9 +39,11 @@ def test_pareto_labels_do_not_overlap(tmp_path):
     fig.tight_layout()
     place_labels(ax, fig, pts)
     renderer = fig.canvas.get_renderer()
-    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    boxes = [text_box(t, renderer) for t in ax.texts]
+    frame = ax.get_window_extent(renderer)
     assert len(boxes) == 10
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)  # none pushed out
     plt.close(fig)
 
 
@@ -132,3 +134,24 @@ def test_classsr_grid_covers_an_image_smaller_than_a_patch_whole():
     from pipeline.evaluate import grid_side
 
     assert grid_side(100) == 88 and grid_side(24) == 24 and grid_side(32) == 32
+
+
+def test_variant_table_is_an_mlflow_table_of_the_run(tmp_path, monkeypatch):
+    """What Compare would need clicks through child runs for: every variant and set in one table."""
+    import mlflow
+
+    from pipeline.params import Evaluate
+    from pipeline.tracking import KIND_TAG, MODEL_TRAINING, stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PIPELINE_TRACKING", "1")
+    rows = [{"variant": "teacher", "set": "Set5", "psnr": 30.1, "gmacs_256": 6.5},
+            {"variant": "ghost", "set": "Set5", "psnr": 29.9, "gmacs_256": 5.7}]
+    with stage_run("evaluate", Evaluate()) as tracker:
+        tracker.log_table(rows, "variants.json")
+        run_id = tracker.run_id
+    mlflow.set_tracking_uri(uri)
+    table = mlflow.load_table("variants.json", run_ids=[run_id])
+    assert table["variant"].tolist() == ["teacher", "ghost"] and table["gmacs_256"].tolist() == [6.5, 5.7]
+    assert mlflow.MlflowClient(uri).get_experiment_by_name("sr-pipeline").tags[KIND_TAG] == MODEL_TRAINING
