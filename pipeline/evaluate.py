@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.images import read_image, to_float, to_uint8
-from pipeline.metrics import psnr, ssim
+from pipeline.metrics import psnr, score
 from pipeline.tiling import positions
 from pipeline.upscale import branch_flops, class_weighted_flops, upscale
 
@@ -42,11 +42,6 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     from pipeline.resize import imresize
 
     return to_uint8(imresize(to_float(lr), scale))
-
-
-def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict:
-    """Y-channel PSNR/SSIM with crop_border = scale (BasicSR / paper convention)."""
-    return {"psnr": psnr(sr, hr, scale, True), "ssim": ssim(sr, hr, scale, True)}
 
 
 def mean_scores(srs: list[np.ndarray], pairs, scale: int) -> dict:

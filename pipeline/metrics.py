@@ -82,6 +82,11 @@ def ssim(a: np.ndarray, b: np.ndarray, crop_border: int = 0, y_channel: bool = T
     return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
+def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict:
+    """Y-channel PSNR/SSIM with crop_border = scale (BasicSR / paper convention)."""
+    return {"psnr": psnr(sr, hr, scale, True), "ssim": ssim(sr, hr, scale, True)}
+
+
 # ---- batched torch versions, for validation inside the training loop -------------------------------
 
 def _y_torch(x: torch.Tensor) -> torch.Tensor:

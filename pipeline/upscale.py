@@ -315,11 +315,8 @@ def ground_truth(gt_dir: Path, lr_path: Path, scale: int) -> Path:
 
 
 def main(argv=None):
-    from tqdm import tqdm
-
     from pipeline import models
-    from pipeline.data.images import ImageError, read_image, write_png
-    from pipeline.evaluate import score
+    from pipeline.data.images import ImageError
 
     ap = argparse.ArgumentParser(prog="sr-upscale", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -350,11 +347,21 @@ def main(argv=None):
         gts = [ground_truth(args.gt, f, scale) for f in files] if args.gt else []  # all found before any work
     except (FileNotFoundError, ImageError, ValueError) as e:
         sys.exit(f"error: {e}")
-    out = Path(args.output)
+    upscale_files(model, files, Path(args.output), gts, args)
+
+
+def upscale_files(model, files: list[Path], out: Path, gts: list[Path], args):
+    """The command's work: each file super-resolved and written (into the folder ``out`` when there are
+    several), scored against its ground truth when ``gts`` are given."""
+    from tqdm import tqdm
+
+    from pipeline.data.images import ImageError, read_image, write_png
+    from pipeline.metrics import score
+
     many = len(files) > 1 or Path(args.input).is_dir() or out.is_dir()
     if many:
         out.mkdir(parents=True, exist_ok=True)
-    scores, t0 = [], time.perf_counter()
+    scale, scores, t0 = model.config["scale"], [], time.perf_counter()
     bar = tqdm(files, unit="image", desc=f"{model.config['arch']} x{scale}", disable=len(files) == 1)
     for i, f in enumerate(bar):
         try:
@@ -366,9 +373,7 @@ def main(argv=None):
         target = out / f"{f.stem}.png" if many else out
         write_png(target, sr)
         if gts:
-            hr = read_image(gts[i])
-            if hr.shape != sr.shape:  # a benchmark HR not mod-cropped to the scale: crop as BasicSR does
-                hr = hr[:sr.shape[0], :sr.shape[1]]
+            hr = read_image(gts[i])[:sr.shape[0], :sr.shape[1]]  # a benchmark HR not mod-cropped: as BasicSR
             scores.append(score(sr, hr, scale))
             tqdm.write(f"{f.stem}: PSNR {scores[-1]['psnr']:.4f} dB, SSIM {scores[-1]['ssim']:.4f}")
         elif not many:

@@ -45,8 +45,11 @@ def main():
     cfg = load_section("evaluate")
     with stage_run("evaluate", cfg) as tracker:
         variants = collect_variants(cfg)  # on the CPU: each variant's cost is measured there
+        Path(EXPORTS).mkdir(exist_ok=True)  # the stage's output either way
         if cfg.onnx:
             deploy_onnx(variants, EXPORTS, cfg.inference)
+        else:
+            (Path(EXPORTS) / "README.txt").write_text("ONNX export is off (evaluate.onnx: false)\n")
         device = default_device()
         print(f"evaluate: scoring {len(variants)} variants on {device}")
         for v in variants:
