@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pipeline.files import atomic_dir
-from pipeline.metrics import wall_time
+from pipeline.metrics import uint8_to_tensor, wall_time
 
 OPSET = 17
 TRACE_SIDE = 32  # one ClassSR patch; every graph has dynamic batch / height / width
@@ -104,7 +104,7 @@ def ort_latency(model: nn.Module, files: dict[str, Path], side: int, threads: in
         from pipeline.upscale import branch_flops, classsr_patchwise
 
         flops = branch_flops(model, classsr_options.get("patch", 32))
-        lr = torch.from_numpy(probe).permute(2, 0, 1).float() / 255.0
+        lr = uint8_to_tensor(probe)[0]
         opts = {"patch": 32, "stride": 28, "budget": 1.0, "batch": 32, **classsr_options}
         return wall_time(lambda: classsr_patchwise(rt, lr, model.config["scale"], opts["patch"], opts["stride"],
                                                    opts["budget"], opts["batch"], flops), warmup=1, repeats=3)

@@ -51,12 +51,17 @@ def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInfere
                    scale=model.config["scale"], macs_256=c["macs_256"])
 
 
+def latency_probe() -> np.ndarray:
+    """The seeded random LR image a ClassSR's latency is measured on (:func:`pipeline.upscale.cost`'s)."""
+    return np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
+
+
 def ensemble_variant(base: Variant) -> Variant:
     """``base``'s "+" row: the x8 self-ensemble, 8 x its FLOPs and MACs, its latency measured."""
     from pipeline.metrics import wall_time
     from pipeline.upscale import with_threads
 
-    probe = np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
+    probe = latency_probe()
     lat = with_threads(LATENCY_THREADS, lambda: wall_time(lambda: upscale(base.model, probe, self_ensemble=True),
                                                           warmup=1, repeats=3))
     return Variant(f"{base.name}+", base.model, 1.0, base.params, 8 * base.flops_per_patch, lat, scale=base.scale,
@@ -68,7 +73,7 @@ def deploy_onnx(variants: list[Variant], folder, inference: ClassSRInference) ->
     check ONNX Runtime against PyTorch and time it beside PyTorch's CPU latency (same input, same threads)."""
     from pipeline.export import export_onnx, max_abs_error, ort_latency
 
-    exported = {}
+    exported, probe = {}, latency_probe()
     for v in (v for v in variants if v.model is not None and not v.self_ensemble):  # "+": 8 x its base's graph
         key = id(v.model)
         if key not in exported:
@@ -76,7 +81,6 @@ def deploy_onnx(variants: list[Variant], folder, inference: ClassSRInference) ->
             exported[key] = (files, max_abs_error(v.model, files))
         files, err = exported[key]
         opts = {**inference.options(), "budget": v.budget} if is_classsr(v.model) else {}
-        probe = np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
         v.deploy.update(onnx_max_abs_err=err, ort_latency_s=ort_latency(v.model, files, LATENCY_SIDE,
                                                                         LATENCY_THREADS, probe, **opts))
         print(f"evaluate: {v.name}: ONNX max |ORT - PyTorch| {err:.2e}, ORT {v.deploy['ort_latency_s'] * 1e3:.1f} ms "
@@ -437,7 +441,7 @@ def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRIn
     tiles.append(("HR", name, hr[top:top + crop, left:left + crop]))
     side, label_h = crop * zoom, 34
     per_row = (len(tiles) + 1) // 2
-    font = ImageFont.load_default(size=14) if hasattr(ImageFont, "load_default") else None
+    font = ImageFont.load_default(size=14)
     full_h = 2 * (side + label_h)
     full_w = round(hr.shape[1] * full_h / hr.shape[0])
     sheet = Image.new("RGB", (full_w + 10 + per_row * (side + 6), full_h), "white")
