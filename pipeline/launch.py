@@ -13,15 +13,21 @@ phase's settings. Each launch:
   ``configs/accelerate.yaml`` (or ``$ACCELERATE_CONFIG_FILE``, e.g. a multi-node config), so a user's
   own default accelerate config never silently changes what ``dvc repro`` does.
 - N processes on CPU: ``torchrun --standalone`` with ``ACCELERATE_USE_CPU=1`` (gloo), because
-  ``accelerate launch --cpu --num_processes N`` starts a single process.
+  ``accelerate launch --cpu --num_processes N`` starts a single process; each rank gets its share of
+  the job's cores as ``OMP_NUM_THREADS`` (:mod:`pipeline.cores`).
+
+SIGTERM / SIGINT to the launcher are passed on to the launched processes, which end their MLflow runs
+as KILLED (:func:`pipeline.stage.run`), and the launcher exits with their code.
 """
 from __future__ import annotations
 
 import os
 import runpy
+import signal
 import subprocess
 import sys
 
+from pipeline.cores import job_cores
 from pipeline.params import ParamError, load_section
 
 
@@ -47,6 +53,7 @@ def launch_command(module: str, args: list[str], n: int, precision: str) -> tupl
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(n),
                 "--mixed_precision", precision, "-m", module, *args], env
     env["ACCELERATE_USE_CPU"] = "1"
+    env.setdefault("OMP_NUM_THREADS", str(max(1, job_cores() // n)))
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", module,
             *args], env
 
@@ -55,6 +62,7 @@ def main(argv=None):
     section, module, *args = argv or sys.argv[1:]
     try:
         plan = launches(section, args)
+        job_cores()  # a bad PIPELINE_JOBS stops here, before any work
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -65,9 +73,28 @@ def main(argv=None):
             runpy.run_module(module, run_name="__main__", alter_sys=True)
             continue
         print("launch:", " ".join(cmd), flush=True)
-        code = subprocess.call(cmd, env=env)
+        code = run_forwarding_signals(cmd, env)
         if code:
-            sys.exit(code)
+            sys.exit(code if code > 0 else 128 - code)
+
+
+def run_forwarding_signals(cmd: list[str], env: dict) -> int:
+    """Run ``cmd`` and pass SIGTERM / SIGINT on to it (torchrun passes them to its ranks); its exit code,
+    or 128 + the signal's number when it was stopped by one (as a stage run in this process exits)."""
+    proc = subprocess.Popen(cmd, env=env)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+        return 128 + received[0] if received and code else code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,18 @@ def claims_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(variants: list[Variant], sets: list[str], claims: list[dict], reference: str = "teacher") -> dict:
+    """The few numbers a researcher compares experiments by, as flat as ``dvc exp show`` shows them:
+    each variant's Y-PSNR per set, its FLOPs per patch as a fraction of the teacher's, and each claim's
+    measured gap and verdict (``claims.<paper>_<set>``)."""
+    ref = next((v for v in variants if v.name == reference), None)
+    out = {"psnr": {s: {v.name: v.scores[s]["psnr"] for v in variants if s in v.scores} for s in sets}}
+    if ref is not None and ref.flops_per_patch:
+        out["flops_vs_" + reference] = {v.name: v.flops_per_patch / ref.flops_per_patch for v in variants}
+    out["claims"] = {f"{c['paper']}_{c['set']}": {"gain_db": c["gain_db"], "holds": c["holds"]} for c in claims}
+    return out
+
+
 def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     """Names not dominated in (lower FLOPs, higher PSNR)."""
     front = []

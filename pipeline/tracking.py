@@ -2,11 +2,14 @@
 
 Store: ``MLFLOW_TRACKING_URI`` if set (e.g. a team server), else ``sqlite:///<repo root>/mlflow.db``.
 The repo root comes from ``DVC_ROOT`` (set by DVC, also under ``dvc exp run --temp``, whose temporary
-copy would otherwise swallow a relative store). Metrics are logged asynchronously every N steps by
-the caller; runs end FAILED when the stage raises. ``PIPELINE_TRACKING=0`` turns tracking off.
+copy would otherwise swallow a relative store), so the runs of queued and temporary experiments land in
+the repository's store, tagged ``dvc_exp_name`` and named ``<stage> [<experiment>]``. Metrics are logged
+asynchronously every N steps by the caller; runs end FAILED when the stage raises and KILLED when it is
+stopped (SIGTERM, Ctrl-C). ``PIPELINE_TRACKING=0`` turns tracking off.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -46,6 +49,34 @@ def check_server(uri: str, timeout: float = 5.0):
     except Exception as e:
         raise ConnectionError(f"MLflow tracking server {uri} is unreachable ({e}); start it, fix "
                               "MLFLOW_TRACKING_URI, or unset it to use the local mlflow.db") from e
+
+
+@contextmanager
+def first_open_lock(uri: str):
+    """Hold an exclusive lock beside a SQLite store while a process opens it: MLflow creates a new
+    store's schema by migrations, and processes doing that at once crash (3 of 4 in a test); two queued
+    experiments also create the experiment at the same moment. Other URIs need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def open_experiment(mlflow, uri: str):
+    """Point ``mlflow`` at the store and the pipeline's experiment (created, tagged, once)."""
+    with first_open_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        experiment = mlflow.set_experiment(EXPERIMENT)
+        if KIND_TAG not in experiment.tags:  # MLflow 3's UI opens an untagged experiment on its GenAI overview
+            mlflow.set_experiment_tag(KIND_TAG, MODEL_TRAINING)
+    return experiment
 
 
 def git_commit() -> str:
@@ -114,10 +145,7 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
 
     uri = tracking_uri()
     check_server(uri)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(EXPERIMENT)
-    if KIND_TAG not in experiment.tags:  # MLflow 3's UI opens an untagged experiment on its GenAI overview
-        mlflow.set_experiment_tag(KIND_TAG, MODEL_TRAINING)
+    open_experiment(mlflow, uri)
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params)}
     for env, tag in [("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"),
                      ("DVC_STAGE", "dvc_stage")]:
@@ -129,12 +157,16 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
     except Exception:
         run = None  # the old run is gone (e.g. another store): start a new one
     if run is None:
-        run = mlflow.start_run(run_name=run_name or stage, tags=tags, nested=nested)
+        run_name = run_name or stage
+        if tags.get("dvc_exp_name") and not nested:
+            run_name += f" [{tags['dvc_exp_name']}]"  # the experiment's runs side by side in the runs table
+        run = mlflow.start_run(run_name=run_name, tags=tags, nested=nested)
         flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in as_flat_dict(params).items()}
         mlflow.log_params(flat)
     try:
         yield Tracker(mlflow, run.info.run_id)
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as e:
+        # KeyboardInterrupt covers Ctrl-C and pipeline.stage.Stopped (SIGTERM)
+        mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     mlflow.end_run(status="FINISHED")

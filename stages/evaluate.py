@@ -8,7 +8,9 @@ fp32 / fp16 runtime and peak memory (the scoring then runs there too, large imag
 
 Out: a Markdown table, ``plots/pareto.csv`` (one row per variant and test set; a DVC scatter plot, so
 ``dvc plots diff`` overlays the fronts of several experiments, and an MLflow table), a Pareto PNG,
-side-by-side crops, DVC metrics, and one MLflow child run per variant."""
+side-by-side crops, DVC metrics (everything in ``metrics/evaluate.json``; the headline numbers that
+``dvc exp show`` compares experiments by in ``metrics/summary.json``), and one MLflow child run per
+variant."""
 from pathlib import Path
 
 from pipeline import models
@@ -16,13 +18,14 @@ from pipeline.evaluate import iter_pairs
 from pipeline.files import write_json
 from pipeline.params import is_model, load_section
 from pipeline.report import (COST_CONVENTIONS, as_metrics, check_claims, claims_table, classsr_table, crops_figure,
-                             deploy_gpu, deploy_onnx, ensemble_variant, markdown_table, pareto_rows, plot_pareto,
-                             score_all, variant, write_csv)
+                             deploy_gpu, deploy_onnx, ensemble_variant, headline, markdown_table, pareto_rows,
+                             plot_pareto, score_all, variant, write_csv)
 from pipeline.stage import run
 from pipeline.tracking import stage_run
 from pipeline.upscale import default_device
 
 TEST, METRICS, TABLE = "data/test", "metrics/evaluate.json", "reports/results.md"
+SUMMARY = "metrics/summary.json"  # the headline numbers, what `dvc exp show` compares experiments by
 PARETO, PARETO_CSV, CROPS, EXPORTS = "plots/pareto.png", "plots/pareto.csv", "plots/crops.png", "exports"
 
 
@@ -73,6 +76,7 @@ def main():
         crops_set = cfg.crops_set if cfg.crops_set in sets else sets[0]
         crops_figure(variants, next(iter_pairs(Path(TEST) / crops_set, cfg.scale)), cfg.scale, cfg.inference, CROPS)
         write_json(METRICS, {"variants": metrics, "pareto_front": front, "claims": claims})
+        write_json(SUMMARY, headline(variants, sets, claims))
         print(table)
         for v in variants:
             tracker.child_run(v.name, as_metrics(v))

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.cores import worker_count
+
 
 def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator):
     """Random horizontal flip, vertical flip and 90-degree rotation, applied identically to both."""
@@ -74,6 +76,8 @@ class PatchBatches(Dataset):
 
 
 def make_loader(batches: PatchBatches, start_step: int, max_steps: int, num_workers: int) -> DataLoader:
-    """Batches for steps [start_step, max_steps) in order, prefetched by ``num_workers`` processes."""
+    """Batches for steps [start_step, max_steps) in order, prefetched by ``num_workers`` processes (at
+    most this process's cores: :func:`pipeline.cores.worker_count`; the batches are the same)."""
+    num_workers = worker_count(num_workers)
     return DataLoader(batches, batch_size=None, sampler=range(start_step, max_steps), num_workers=num_workers,
                       persistent_workers=False, prefetch_factor=4 if num_workers else None)

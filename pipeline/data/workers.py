@@ -4,6 +4,8 @@ from __future__ import annotations
 from multiprocessing import get_context
 from typing import Callable, Iterator
 
+from pipeline.cores import worker_count
+
 
 def _single_thread():
     import torch
@@ -13,9 +15,10 @@ def _single_thread():
 
 def parallel_map(fn: Callable, items: list, num_workers: int, desc: str) -> Iterator:
     """``fn`` over ``items`` in order. Workers are spawned, not forked: a fork after torch has started
-    its OpenMP threads can deadlock the child."""
+    its OpenMP threads can deadlock the child. At most this process's cores (:mod:`pipeline.cores`)."""
     from tqdm import tqdm
 
+    num_workers = worker_count(num_workers)
     if num_workers <= 1 or len(items) <= 1:
         yield from tqdm(map(fn, items), total=len(items), desc=desc, unit="img")
         return

@@ -1,0 +1,94 @@
+"""The research loop on the reduced DAG, in a clone as a user has it: experiments queued with `-S` on two
+stages and run side by side (`dvc queue start -j 2`), or run with `--temp`, rerun only the stages their
+change reaches and `evaluate` (the resume state is no DVC output, so the fresh workspace DVC makes for
+them does not count it as deleted); their metrics are in `dvc exp show`, their Pareto fronts in
+`dvc plots diff`, their MLflow runs FINISHED in the repository's store under their names; applying one
+leaves `dvc status` clean."""
+import json
+import time
+
+import pytest
+
+from dag import ALL_STAGES, sh
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def stages_run(log: str) -> set[str]:
+    return {s for s in ALL_STAGES if f"Running stage '{s}'" in log}
+
+
+def wait_for_queue(root, timeout: float = 900) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = sh("dvc queue status", root)
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(5)
+    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+
+
+def mlflow_runs(root, exp_name: str) -> dict:
+    """{run name: status} of the runs tagged with a DVC experiment's name in the repository's store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sr-pipeline")
+    runs = client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{exp_name}'")
+    return {r.info.run_name: r.info.status for r in runs}
+
+
+def exp_metrics(root) -> dict:
+    """{experiment name: its metrics/summary.json} from `dvc exp show --json`."""
+    out = {}
+    for baseline in json.loads(sh("dvc exp show --json", root)):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                summary = (data.get("metrics") or {}).get("metrics/summary.json", {}).get("data")
+                if exp.get("name") and summary:
+                    out[exp["name"]] = summary
+    return out
+
+
+def test_queued_experiments_run_side_by_side_and_rerun_only_their_stages(project):
+    root = project
+    sh("dvc exp run --queue -n q-ghost -S ghost.train.max_steps=4", root)
+    sh("dvc exp run --queue -n q-pcl -S distill_pcl.alpha=0", root)
+    sh("PIPELINE_JOBS=2 dvc queue start -j 2", root, tracking=True)
+    status = wait_for_queue(root)
+    assert status.count("Success") == 2, status
+    for name, stage in [("q-ghost", "ghost"), ("q-pcl", "distill_pcl")]:
+        log = sh(f"dvc queue logs {name}", root)
+        assert stages_run(log) == {stage, "evaluate"}, (name, stages_run(log), log[-3000:])
+        assert "resuming" not in log  # a changed stage in a fresh workspace starts from step 0
+        runs = mlflow_runs(root, name)
+        assert runs == {f"{stage} [{name}]": "FINISHED", f"evaluate [{name}]": "FINISHED"}, runs
+
+    shown = exp_metrics(root)
+    assert {"q-ghost", "q-pcl"} <= set(shown), sorted(shown)
+    for name in ("q-ghost", "q-pcl"):
+        summary = shown[name]
+        assert summary["psnr"]["Set5"]["teacher"] > summary["psnr"]["Set5"]["bicubic"] - 3
+        assert summary["flops_vs_teacher"]["teacher"] == 1.0 and "CSD_Set5" in summary["claims"]
+    # the ghost experiment changed the ghost row only; the PCL one the PCL row only
+    assert shown["q-ghost"]["psnr"]["Set5"]["ghost"] != shown["q-pcl"]["psnr"]["Set5"]["ghost"]
+    assert shown["q-ghost"]["psnr"]["Set5"]["teacher"] == shown["q-pcl"]["psnr"]["Set5"]["teacher"]
+
+    # the Pareto fronts of both experiments in one plot
+    plots = json.loads(sh("dvc plots diff q-ghost q-pcl --json", root))["data"]["plots/pareto.csv"][0]["content"]
+    assert {row["rev"] for row in plots["data"]["values"]} == {"q-ghost", "q-pcl"}
+
+    sh("dvc exp apply q-pcl", root)
+    assert "up to date" in sh("dvc status", root)
+    assert json.loads((root / "metrics/summary.json").read_text()) == shown["q-pcl"]
+
+
+def test_temp_experiment_reruns_only_its_stage(project):
+    root = project
+    out = sh("dvc exp run --temp -n t-rfdn -S train_rfdn.train.max_steps=4", root, tracking=True)
+    assert stages_run(out) == {"train_rfdn", "evaluate"}, out[-3000:]
+    assert mlflow_runs(root, "t-rfdn") == {"train_rfdn [t-rfdn]": "FINISHED", "evaluate [t-rfdn]": "FINISHED"}
+    assert "t-rfdn" in exp_metrics(root)
+    sh("dvc exp apply t-rfdn", root)
+    assert "up to date" in sh("dvc status", root)

@@ -1,0 +1,63 @@
+"""MLflow runs that tell the truth: a stage stopped by SIGTERM ends its run KILLED (one process, and two
+processes behind the launcher), stages starting at once on a new SQLite store all get their runs, and a
+DVC experiment's runs carry its name."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny import make_tiny_project
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def runs_of(db: Path) -> dict:
+    """{run name: (status, tags)} in the store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("sr-pipeline")
+    return {r.info.run_name: (r.info.status, r.data.tags) for r in client.search_runs([experiment.experiment_id])}
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_ends_the_stage_run_killed(tmp_path, processes):
+    train = {"max_steps": 400, "ckpt_every": 2, "log_every": 2, "val_every": 400, "num_processes": processes}
+    root = make_tiny_project(tmp_path / "proj", train=train)
+    db = tmp_path / "store.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.launch", "pretrain_teacher", "stages.pretrain_teacher"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = root / "checkpoints/pretrain_teacher/latest/fingerprint.json"
+    deadline = time.time() + 180
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the stage's own process, as a scheduler or `kill` does
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "stopped by SIGTERM" in out
+    assert not (root / "models/teacher").exists()
+    status, tags = runs_of(db)["pretrain_teacher"]
+    assert status == "KILLED" and tags["stage"] == "pretrain_teacher"
+
+
+def test_stages_starting_together_on_a_new_store_all_log(tmp_path):
+    """MLflow builds a new SQLite store by migrations; four processes doing it at once crashed 3 of 4."""
+    db = tmp_path / "fresh.db"
+    code = ("import sys\nfrom pipeline.tracking import stage_run\n"
+            "with stage_run(sys.argv[1], {'seed': 1}) as t:\n    t.log_metrics({'psnr': 30.0}, step=1)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+           "DVC_EXP_NAME": "exp-a"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"stage{i}"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(4)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    runs = runs_of(db)
+    assert sorted(runs) == [f"stage{i} [exp-a]" for i in range(4)]
+    assert all(status == "FINISHED" and tags["dvc_exp_name"] == "exp-a" for status, tags in runs.values())
