@@ -29,6 +29,7 @@ import sys
 
 from pipeline.cores import job_cores
 from pipeline.params import ParamError, load_section
+from pipeline.stage import stop_with_parent
 
 
 def launches(section: str, args: list[str]) -> list[tuple[list[str], int, str]]:
@@ -81,6 +82,7 @@ def main(argv=None):
 def run_forwarding_signals(cmd: list[str], env: dict) -> int:
     """Run ``cmd`` and pass SIGTERM / SIGINT on to it (torchrun passes them to its ranks); its exit code,
     or 128 + the signal's number when it was stopped by one (as a stage run in this process exits)."""
+    stop_with_parent()
     proc = subprocess.Popen(cmd, env=env)
     received = []
 

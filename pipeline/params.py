@@ -445,6 +445,9 @@ class GhostMethod:
     per_channel: bool = False  # one shift per ghost channel instead of one per layer (official)
     tau_start: float = 10.0  # Gumbel temperature, decayed exponentially to tau_end over the fine-tune
     tau_end: float = 0.01
+    # mode 'ste': the released Gumbel noise factor 0.97^(epoch-1) with an epoch of this many steps; 0 = the
+    # released training script, which never advances the epoch (factor 1)
+    noise_epoch_steps: int = 0
     kmeans_seed: int = 0
     layers: list[str] = field(default_factory=list)  # conv names to convert; [] = every residual block's two
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -453,6 +456,7 @@ class GhostMethod:
         check(0 < self.ratio <= 1, f"{p}.ratio", "must be in (0, 1]")
         check(self.d >= 1, f"{p}.d", "must be >= 1")
         check(0 < self.tau_end <= self.tau_start, f"{p}.tau_end", "need 0 < tau_end <= tau_start")
+        check(self.noise_epoch_steps >= 0, f"{p}.noise_epoch_steps", "must be >= 0 (0: the released factor 1)")
 
 
 @dataclass

@@ -42,11 +42,18 @@ class Variant:
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
-    """A row, with its cost by the pipeline's one convention (:func:`pipeline.upscale.cost`)."""
+    """A row, with its cost by the pipeline's one convention (:func:`pipeline.upscale.cost`), said as it
+    is measured (at the papers' widths each variant's latency and MACs take minutes on a CPU)."""
     if model is None:
         return Variant(name)
+    import time
+
     opts = inference.options() if inference and is_classsr(model) else {}
+    print(f"evaluate: cost of {name} (params, FLOPs, MACs at {NTIRE_SIDE}², CPU latency) ...", flush=True)
+    t0 = time.perf_counter()
     c = cost(model.eval(), budget=budget, **opts)
+    print(f"evaluate: cost of {name}: {c['params']:,} params, {c['macs_256'] / 1e9:.2f} GMACs, "
+          f"{c['cpu_latency_s'] * 1e3:.1f} ms ({time.perf_counter() - t0:.0f} s)", flush=True)
     return Variant(name, model, budget, c["params"], c["flops_per_patch"], c["cpu_latency_s"],
                    scale=model.config["scale"], macs_256=c["macs_256"])
 

@@ -2,6 +2,7 @@
 and an honest end when it is stopped."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -19,8 +20,22 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop(signum, frame):
-    signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+    # Ignore repeats while the stage cleans up: DVC's death and DVC itself can both send one (see
+    # stop_with_parent), and a second default-handled SIGTERM would kill it before its run is ended.
+    signal.signal(signum, signal.SIG_IGN)
     raise Stopped(signum)
+
+
+def stop_with_parent():
+    """Under DVC (``DVC_STAGE`` set), on Linux: SIGTERM this process when its parent dies. DVC stopped by
+    SIGTERM (``kill``, a scheduler) does not pass it on: its stage ran on, unrecorded, and its MLflow
+    run ended FINISHED or stayed RUNNING. A torchrun rank likewise ends with its agent."""
+    if not os.environ.get("DVC_STAGE") or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
 
 
 def seed_everything(seed: int = 0):
@@ -39,13 +54,13 @@ def seed_everything(seed: int = 0):
 def run(main):
     """Run a stage's ``main`` from a fixed seed on its share of the cores (:mod:`pipeline.cores`); user
     errors (bad params, bad input, unreachable tracking server) exit 2 with one clear line; SIGTERM and
-    SIGINT end it with 128 + the signal's number after its MLflow run is marked KILLED."""
-    import os
-
+    SIGINT (and, under DVC, the death of DVC: :func:`stop_with_parent`) end it with 128 + the signal's
+    number after its MLflow run is marked KILLED."""
     from pipeline.cores import use_process_cores
     from pipeline.tracking import check_server, tracking_uri
 
     signal.signal(signal.SIGTERM, _stop)
+    stop_with_parent()
     try:
         seed_everything()
         use_process_cores()

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -82,3 +83,19 @@ def reduce(root: Path):
     # PyYAML writes "no" quoted; dvc exp run -S rewrites it unquoted (YAML 1.2), which the stages must read
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm reduced", root)
+
+
+def stages_run(log: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` / `dvc queue logs` output says it ran."""
+    return {s for s in ALL_STAGES if f"Running stage '{s}'" in log}
+
+
+def wait_for_queue(root, timeout: float = 900) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; its last output."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = sh("dvc queue status", root)
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")

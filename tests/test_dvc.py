@@ -10,9 +10,12 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import yaml
 
 from dag import ALL_STAGES, sh
+
+pytestmark = pytest.mark.slow  # DAG runs / subprocess launches: not in `pytest -m "not slow"`
 
 
 def test_clone_reproduces_with_the_protocol_numbers(reproduced):

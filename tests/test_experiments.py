@@ -5,27 +5,12 @@ them does not count it as deleted); their metrics are in `dvc exp show`, their P
 `dvc plots diff`, their MLflow runs FINISHED in the repository's store under their names; applying one
 leaves `dvc status` clean."""
 import json
-import time
 
 import pytest
 
-from dag import ALL_STAGES, sh
+from dag import sh, stages_run, wait_for_queue
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def stages_run(log: str) -> set[str]:
-    return {s for s in ALL_STAGES if f"Running stage '{s}'" in log}
-
-
-def wait_for_queue(root, timeout: float = 900) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = sh("dvc queue status", root)
-        if not any(word in status for word in ("Queued", "Running")):
-            return status
-        time.sleep(5)
-    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # DAG runs
 
 
 def mlflow_runs(root, exp_name: str) -> dict:

@@ -85,6 +85,25 @@ def test_shift_logits_receive_gradient_in_training(mode):
     assert g.shift_logits.grad is not None and g.shift_logits.grad.abs().sum() > 0
 
 
+def test_ste_noise_follows_the_released_epoch_factor():
+    """Released: y = w + g 0.97^(epoch-1), hard = argmax |y|. Its script never advances the epoch (factor 1,
+    noise_epoch_steps 0); with an epoch length the factor decays, and at factor 0 the sample is argmax |w|."""
+    from pipeline.methods.ghost import AnnealedGhost
+
+    net = convert(small_net(), 0.5, mode="ste")
+    AnnealedGhost(10.0, 0.01, 100, noise_epoch_steps=10).before_step(None, net, None, None, 25)
+    assert {m.noise_scale for m in ghost_modules(net)} == {0.97 ** 2}
+    AnnealedGhost(10.0, 0.01, 100).before_step(None, net, None, None, 99)
+    assert {m.noise_scale for m in ghost_modules(net)} == {1.0}
+
+    g = GhostConv(4, 8, [0, 2, 4, 6], [0, 1, 2, 3], mode="ste").train()
+    g.noise_scale = 0.0
+    expected = F.one_hot(g.shift_logits.flatten(1).abs().argmax(1), 9).float().view_as(g.shift_logits)
+    assert all(torch.equal(g.kernel(), expected) for _ in range(5))
+    g.noise_scale = 1.0
+    assert any(not torch.equal(g.kernel(), expected) for _ in range(50))
+
+
 def test_exported_ghost_model_equals_the_trained_one_and_reloads(tmp_path):
     src = small_net()
     net = convert(src, 0.5)

@@ -14,6 +14,7 @@ import yaml
 
 from tiny import TINY_TRAIN, make_tiny_project
 
+pytestmark = pytest.mark.slow  # DAG runs / subprocess launches: not in `pytest -m "not slow"`
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -15,12 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
+from dag import ALL_STAGES, REPO, clone_of_this_checkout, sh
 from photos import photo
 from test_checkpoints import official_edsr_state
-from test_dvc import ALL_STAGES, REPO, clone_of_this_checkout, sh
 
 from pipeline import models
 from pipeline.methods.csd import vgg19_features
+
+pytestmark = pytest.mark.slow  # the paper profile's whole DAG
 
 
 def save_png(path, img, size=None):

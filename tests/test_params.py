@@ -163,6 +163,9 @@ def test_classsr_backbone_recipes_derive_valid_profiles_with_the_papers_sizes(re
         converted = convert(net, ghost["ratio"], ghost["layers"])
         assert count_params(converted) < count_params(net)
     assert "train_ClassSR_SRResNet.yml" in out.read_text()  # the base profile's comments are kept
+    # train_ClassSR_RCAN.yml: l1w 4 on 0-255 images (250 before ClassSR commit 0cc23bb) = 4 x 255 on [0, 1]
+    weights = load_section("finetune_classsr", path=out).loss_weights
+    assert list(weights) == ([4 * 255, 0.5, 3] if recipe == "rcan" else [1000, 0.5, 3])
 
 
 def test_a_recipe_key_missing_from_the_base_is_named(repo, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 from tiny import make_tiny_project
 
+pytestmark = pytest.mark.slow  # DAG runs / subprocess launches: not in `pytest -m "not slow"`
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +45,34 @@ def test_sigterm_ends_the_stage_run_killed(tmp_path, processes):
     assert not (root / "models/teacher").exists()
     status, tags = runs_of(db)["pretrain_teacher"]
     assert status == "KILLED" and tags["stage"] == "pretrain_teacher"
+
+
+def test_sigterm_to_dvc_stops_its_stage_killed(tmp_path):
+    """DVC does not pass SIGTERM on to the stage it runs: the stage stops itself when DVC dies."""
+    train = {"max_steps": 2000, "ckpt_every": 2, "log_every": 2, "val_every": 2000}
+    root = make_tiny_project(tmp_path / "proj", train=train)
+    (root / "dvc.yaml").write_text("stages:\n  pretrain_teacher:\n"
+                                   "    cmd: python -m pipeline.launch pretrain_teacher stages.pretrain_teacher\n"
+                                   "    outs: [models/teacher]\n")
+    db = tmp_path / "store.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run("git init -q && dvc init -q", shell=True, cwd=root, env=env, check=True)
+    log = tmp_path / "dvc.log"
+    dvc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    checkpoint = root / "checkpoints/pretrain_teacher/latest/fingerprint.json"
+    deadline = time.time() + 180
+    while not checkpoint.exists():
+        assert dvc.poll() is None and time.time() < deadline, "dvc ended before the stage's first checkpoint"
+        time.sleep(0.05)
+    dvc.send_signal(signal.SIGTERM)
+    dvc.wait(timeout=60)
+    deadline = time.time() + 60
+    while runs_of(db)["pretrain_teacher"][0] == "RUNNING":
+        assert time.time() < deadline, "the stage ran on after DVC was stopped: " + log.read_text()[-2000:]
+        time.sleep(0.5)
+    assert runs_of(db)["pretrain_teacher"][0] == "KILLED"
+    assert not (root / "models/teacher").exists()
 
 
 def test_stages_starting_together_on_a_new_store_all_log(tmp_path):

@@ -1,4 +1,5 @@
-"""CSD (Wang et al., CVPR 2021): contrastive self-distillation with channel splitting.
+"""CSD (Wang et al., "Towards Compact Single Image Super-Resolution via Contrastive Self-distillation",
+IJCAI 2021): contrastive self-distillation with channel splitting.
 
 - Channel splitting (CSSR-Net, the student sharing the teacher's weights) is an architecture
   operation: :mod:`pipeline.models.slim` (``forward_at_width``, ``slim``, the width rule), also used by

@@ -111,16 +111,20 @@ def convert(model: nn.Module, ratio: float = 0.5, layers: list[str] | None = Non
 
 
 class AnnealedGhost(Objective):
-    """L1, with the Gumbel temperature decayed exponentially from tau_start to tau_end over the run."""
+    """L1, with the Gumbel temperature decayed exponentially from tau_start to tau_end over the run, and
+    (mode 'ste') the released noise factor 0.97^(epoch-1), an epoch being ``noise_epoch_steps`` steps;
+    0 keeps the released training script's factor 1 (it never advances the modules' epoch)."""
 
-    def __init__(self, tau_start: float, tau_end: float, max_steps: int):
+    def __init__(self, tau_start: float, tau_end: float, max_steps: int, noise_epoch_steps: int = 0):
         self.tau_start, self.tau_end, self.max_steps = tau_start, tau_end, max_steps
+        self.noise_epoch_steps = noise_epoch_steps
 
     def before_step(self, accelerator, model, lr_img, hr_img, step):
         frac = step / max(self.max_steps - 1, 1)
         tau = self.tau_start * (self.tau_end / self.tau_start) ** frac
+        noise_scale = 0.97 ** (step // self.noise_epoch_steps) if self.noise_epoch_steps else 1.0
         for m in ghost_modules(model):
-            m.tau = tau
+            m.tau, m.noise_scale = tau, noise_scale
         return {"tau": tau}
 
 
@@ -143,7 +147,7 @@ def fine_tune(source: nn.Module, cfg, batches, stage: str, data_info: dict, vali
 
     model = convert(source, cfg.ratio, cfg.layers or None, d=cfg.d, mode=cfg.mode, per_channel=cfg.per_channel,
                     seed=cfg.kmeans_seed)
-    objective = AnnealedGhost(cfg.tau_start, cfg.tau_end, cfg.train.max_steps)
+    objective = AnnealedGhost(cfg.tau_start, cfg.tau_end, cfg.train.max_steps, cfg.noise_epoch_steps)
     result = train(model, cfg.train, batches, objective, stage=stage, params=cfg, ckpt_dir=f"checkpoints/{stage}",
                    data_info=data_info, validate=validate)
     return export(result.model, source.config, cfg.ratio, cfg.d, cfg.mode, cfg.per_channel), result

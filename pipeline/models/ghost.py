@@ -79,6 +79,7 @@ class GhostConv(nn.Module):
         self.shift_logits = nn.Parameter(torch.empty(n_shift, 1, 3, 3))
         nn.init.kaiming_uniform_(self.shift_logits, a=math.sqrt(5))  # HeUniform(a=sqrt 5), as released
         self.tau = 1.0  # Gumbel-Softmax temperature, annealed during the fine-tune
+        self.noise_scale = 1.0  # mode 'ste': the released 0.97^(epoch-1) factor on the Gumbel noise
         self.fixed: list[tuple[int, int]] | None = None  # set by reparameterize()
         self._cache_layout(list(ghost_src), [order.index(p) for p in range(oup)])
 
@@ -107,8 +108,8 @@ class GhostConv(nn.Module):
             return F.one_hot(idx, 9).to(w.dtype).view_as(self.shift_logits)
         u = torch.rand_like(w)
         noise = -torch.log(-torch.log(u + 1e-20) + 1e-20)
-        if self.mode == "ste":  # released code: argmax |w + g|, straight-through on w
-            hard = F.one_hot((w + noise).abs().argmax(1), 9).to(w.dtype)
+        if self.mode == "ste":  # released code: argmax |w + g 0.97^(epoch-1)|, straight-through on w
+            hard = F.one_hot((w + noise * self.noise_scale).abs().argmax(1), 9).to(w.dtype)
             soft = w
         else:  # paper: Gumbel-Softmax with temperature, straight-through hard sample
             soft = torch.softmax((w + noise) / self.tau, dim=1)
