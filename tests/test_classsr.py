@@ -284,6 +284,7 @@ def test_canvas_memory_is_the_image_not_the_patches():
     assert torch.allclose(batched, everything)
 
 
+@pytest.mark.slow
 def test_tiled_whole_image_inference_is_within_a_hundredth_of_a_db_of_untiled():
     """Above TILE_ABOVE LR pixels a plain model runs on overlapping tiles (bounded memory on Test4K/8K):
     the official E-RFDN (whose ESA branch sees far) on a 128x128 LR photo in 64-px tiles, the default

@@ -47,6 +47,7 @@ def test_a_bad_setting_is_named(eight_cores, bad):
         cores.job_cores()
 
 
+@pytest.mark.slow
 def test_a_stage_runs_on_its_share(tmp_path):
     """A stage entry point under PIPELINE_JOBS=<all cores> runs torch on one thread; a bad value exits 2."""
     code = ("from pipeline.stage import run\nimport torch\n"

@@ -160,6 +160,7 @@ def test_hub_source_offline_gives_clear_error(monkeypatch):
         resolve("hub:someone/div2k")
 
 
+@pytest.mark.slow
 def test_test2k_and_test4k_are_div8k_downsampled_by_a_quarter_and_a_half(tmp_path):
     """ClassSR's author (issue #20): Test2K = DIV8K 1201-1300 x1/4, Test4K = 1301-1400 x1/2 (not a long side
     of 2048 / 4096, which only an 8192-px image would give)."""

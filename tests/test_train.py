@@ -129,6 +129,7 @@ def _stage(root, env_extra=None, args=("pretrain_teacher", "stages.pretrain_teac
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_completes(tmp_path):
     root = make_tiny_project(tmp_path, train={"num_processes": 2, "max_steps": 4})
     out = _stage(root, {"PIPELINE_TRACKING": "0"})
@@ -137,6 +138,7 @@ def test_two_process_cpu_run_completes(tmp_path):
     assert (root / "models/teacher/model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_tracking_run_holds_params_metrics_artifacts(tmp_path):
     root = make_tiny_project(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -155,6 +157,7 @@ def test_tracking_run_holds_params_metrics_artifacts(tmp_path):
     assert "model/config.json" in [a.path for a in client.list_artifacts(run.info.run_id, "model")]
 
 
+@pytest.mark.slow
 def test_unreachable_server_is_reported_at_start(tmp_path):
     root = make_tiny_project(tmp_path)
     out = _stage(root, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "PIPELINE_TRACKING": "1"})
@@ -181,6 +184,7 @@ def test_forced_rerun_of_a_finished_stage_keeps_its_whole_curve(tiny, capsys):
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_killed_stage_reruns_to_the_same_model_and_whole_curve(tmp_path):
     """A real SIGKILL of the stage's process after its first checkpoint, then a rerun, as after a crash
     (with the plot file deleted, as DVC does before it reruns a stage)."""

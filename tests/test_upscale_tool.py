@@ -59,6 +59,7 @@ def test_glob_input_and_errors_before_any_work(folders):
         main([str(folders / "plain"), str(folders / "LR"), str(folders / "o4"), "--half", "--device", "cpu"])
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     out = subprocess.run([str(Path(sys.executable).parent / "sr-upscale"), "--help"],
                          capture_output=True, text=True, timeout=60)
