@@ -3,8 +3,11 @@ and an honest end when it is stopped."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import threading
+from pathlib import Path
 
 from pipeline.data.images import ImageError
 from pipeline.params import ParamError
@@ -26,16 +29,49 @@ def _stop(signum, frame):
     raise Stopped(signum)
 
 
-def stop_with_parent():
-    """Under DVC (``DVC_STAGE`` set), on Linux: SIGTERM this process when its parent dies. DVC stopped by
-    SIGTERM (``kill``, a scheduler) does not pass it on: its stage ran on, unrecorded, and its MLflow
-    run ended FINISHED or stayed RUNNING. A torchrun rank likewise ends with its agent."""
-    if not os.environ.get("DVC_STAGE") or not sys.platform.startswith("linux"):
-        return
-    import ctypes
+_SHELLS = {"sh", "dash", "bash", "zsh", "fish", "ksh"}
+_following = []
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+def stop_with_parent():
+    """Under DVC (``DVC_STAGE`` set), on Linux: SIGTERM this process when the process that started it
+    dies. DVC stopped by SIGTERM (``kill``, a scheduler) does not pass it on: its stage ran on,
+    unrecorded, and its MLflow run ended FINISHED or stayed RUNNING. DVC runs the command through
+    ``$SHELL -c`` (``/bin/sh`` where it is unset), and dash does not exec a lone command, so the
+    process followed is the nearest ancestor that is not a shell: DVC, or a torchrun agent for a rank."""
+    if _following or not os.environ.get("DVC_STAGE") or not sys.platform.startswith("linux"):
+        return
+    pid = os.getppid()
+    while pid > 1 and _command_of(pid) in _SHELLS:
+        pid = _parent_of(pid)
+    if pid <= 1:
+        return  # already orphaned: nothing left to follow
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _following.append(pid)
+
+    def wait_for_its_end():
+        select.select([handle], [], [])  # a pidfd turns readable when its process has ended
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_for_its_end, name="stop-with-parent", daemon=True).start()
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parent_of(pid: int) -> int:
+    try:  # the command name in field 2 may hold spaces and parentheses: split after its last ')'
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 1
 
 
 def seed_everything(seed: int = 0):

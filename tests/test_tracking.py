@@ -47,8 +47,11 @@ def test_sigterm_ends_the_stage_run_killed(tmp_path, processes):
     assert status == "KILLED" and tags["stage"] == "pretrain_teacher"
 
 
-def test_sigterm_to_dvc_stops_its_stage_killed(tmp_path):
-    """DVC does not pass SIGTERM on to the stage it runs: the stage stops itself when DVC dies."""
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_sigterm_to_dvc_stops_its_stage_killed(tmp_path, shell):
+    """DVC does not pass SIGTERM on to the stage it runs: the stage stops itself when DVC dies. DVC runs
+    the command with ``$SHELL -c``; dash (Debian's /bin/sh, DVC's default without $SHELL) stays between
+    DVC and the stage, bash execs the stage: a CI without $SHELL failed where this machine passed."""
     train = {"max_steps": 2000, "ckpt_every": 2, "log_every": 2, "val_every": 2000}
     root = make_tiny_project(tmp_path / "proj", train=train)
     (root / "dvc.yaml").write_text("stages:\n  pretrain_teacher:\n"
@@ -56,7 +59,7 @@ def test_sigterm_to_dvc_stops_its_stage_killed(tmp_path):
                                    "    outs: [models/teacher]\n")
     db = tmp_path / "store.db"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "SHELL": shell}
     subprocess.run("git init -q && dvc init -q", shell=True, cwd=root, env=env, check=True)
     log = tmp_path / "dvc.log"
     dvc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
