@@ -12,7 +12,8 @@ from torch import nn
 
 
 class Objective:
-    """L1 between SR and HR; a method overrides what differs.
+    """L1 between SR and HR, times ``rgb_range`` (the official loss scale of a 0-255 run; 1 for BasicSR's
+    [0, 1] runs, ``train.rgb_range`` must agree); a method overrides what differs.
 
     - ``modules()`` / ``optimizers()``: extra parts (e.g. a discriminator and its optimizer) that the loop
       prepares with Accelerate and saves in the checkpoint; ``prepared(**parts)`` then hands the
@@ -23,6 +24,11 @@ class Objective:
       update); returns values to log.
     - ``deployed(model)``: the network that is validated and delivered (e.g. CSD's slim student).
     """
+
+    rgb_range = 1.0  # loss scale: the official loss of a 0-255 run is 255 x the [0, 1] L1 (pipeline.train.adam)
+
+    def __init__(self, rgb_range: float = 1.0):
+        self.rgb_range = rgb_range
 
     def modules(self) -> dict[str, nn.Module]:
         return {}
@@ -40,8 +46,8 @@ class Objective:
         return {}
 
     def loss(self, model, lr_img, hr_img, step: int) -> tuple[torch.Tensor, dict]:
-        loss = F.l1_loss(model(lr_img), hr_img)
-        return loss, {"l1": loss.detach()}
+        l1 = F.l1_loss(model(lr_img), hr_img)
+        return self.rgb_range * l1, {"l1": l1.detach()}
 
     def deployed(self, model: nn.Module) -> nn.Module:
         return model

@@ -298,6 +298,10 @@ class TrainConfig:
     num_workers: int = 1  # data-loading worker processes per training process
     num_processes: int = 1  # accelerate processes (CPU: gloo ranks via torchrun)
     init_from: str = ""  # a saved model folder, 'official:erfdn:<path>', or '' for random init
+    # The pixel range the official recipe trains on: 255 for EDSR-PyTorch / MindSpore runs (CSD, PCL,
+    # GhostSR, E-RFDN), 1 for BasicSR's (ClassSR). The loss is scaled by it and biases step at
+    # lr / rgb_range, so weights and biases move as the official step moves them (pipeline.train.adam).
+    rgb_range: float = 1.0
 
     def validate(self, p):
         check(self.max_steps > 0, f"{p}.max_steps", "must be > 0")
@@ -311,6 +315,7 @@ class TrainConfig:
         for k in ("val_every", "ckpt_every", "log_every", "num_processes"):
             check(getattr(self, k) > 0, f"{p}.{k}", "must be > 0")
         check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
+        check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: an EDSR-PyTorch run, 1: BasicSR's)")
         if self.init_from and not self.init_from.startswith("official:"):
             check(is_model(self.init_from), f"{p}.init_from",
                   f"'{self.init_from}' is neither a saved model folder nor a .pt/.pth checkpoint")
@@ -484,11 +489,10 @@ class ComposeClassSR(GhostMethod):
 class DistillCSD:
     teacher: str = "models/teacher"  # a saved model folder or a published checkpoint (EDSR-PyTorch .pt)
     width: float = 0.25  # student width multiplier
-    contra_lambda: float = 200.0  # on the official loss scale (rgb_range)
+    contra_lambda: float = 200.0  # on the official loss scale (train.rgb_range 255)
     t_lambda: float = 1.0
-    # The official code trains on 0-255 images (--rgb_range 255): its L1 terms are 255x ours while the
+    # The official code trains on 0-255 images (train.rgb_range 255): its L1 terms are 255x ours while the
     # contrastive ratio is scale-free. The loss is rgb_range * L1 + contra_lambda * CL, the official balance.
-    rgb_range: float = 255.0
     neg_num: int = 10
     embedding: Literal["vgg19", "teacher"] = "vgg19"  # 'teacher': download-free frozen teacher features
     vgg_weights: str = ""  # torchvision-format vgg19 state dict; '' = download into the torch cache
@@ -498,7 +502,6 @@ class DistillCSD:
     def validate(self, p):
         check(0 < self.width < 1, f"{p}.width", "must be in (0, 1)")
         check(self.neg_num >= 1, f"{p}.neg_num", "must be >= 1")
-        check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: the official scale)")
         check(self.neg_num <= self.train.batch_size, f"{p}.neg_num", "must be <= train.batch_size (CSD)")
         check(self.embedding != "vgg19" or len(self.layer_weights) == 5, f"{p}.layer_weights",
               "vgg19 has 5 feature stages (relu1_1..relu5_1)")
@@ -519,9 +522,11 @@ class TrainStudentL1:
 @dataclass
 class DistillPCL:
     init_from: str = "models/student_l1"  # the pretrained SR network PCL fine-tunes
-    alpha: float = 5.0  # CL weight on the official loss scale (RCAN x4 script: 5 at rgb_range 255; NLSN: 3 at 1)
-    rgb_range: float = 255.0  # loss = rgb_range * L1 + alpha * CL: the official balance (CL is scale-free)
-    num_aug: int = 3  # sharpened positives and blurred negatives each (mcl_neg)
+    alpha: float = 5.0  # CL weight on the official loss scale (RCAN x4 script: 5 at train.rgb_range 255; NLSN: 3 at 1)
+    num_aug: int = 3  # blurred negatives, and sharpened positives when sharp_hr (mcl_neg)
+    # rcanx4_PCL.sh as it runs: the line before '--gpu_sharp --sharp_hr ...' lacks its backslash, so the
+    # released RCAN run's positives are the HR alone. True: HR + num_aug sharpened HRs (the NLSN script).
+    sharp_hr: bool = False
     sharp_range: list[float] = field(default_factory=lambda: [0.5, 3.0])
     blur_kernels: list[int] = field(default_factory=lambda: [3, 5, 7, 9, 11])
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
@@ -531,7 +536,6 @@ class DistillPCL:
 
     def validate(self, p):
         check(self.alpha >= 0, f"{p}.alpha", "must be >= 0")
-        check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: the RCAN script, 1: the NLSN script)")
         check(self.num_aug >= 1, f"{p}.num_aug", "must be >= 1")
         check(len(self.sharp_range) == 2 and 0 <= self.sharp_range[0] < self.sharp_range[1], f"{p}.sharp_range",
               "[low, high) with 0 <= low < high")

@@ -69,7 +69,8 @@ def _decay_factor(schedule: Schedule, max_steps: int, base_lr: float) -> Callabl
 
 
 class LambdaSchedule:
-    """Sets each param group's lr to base_lr * factor(step); its state is just the step."""
+    """Sets each param group's lr to base_lr * its ``lr_scale`` (default 1) * factor(step); its state is
+    just the step."""
 
     def __init__(self, optimizer, base_lr: float, factor: Callable[[int], float]):
         self.optimizer, self.base_lr, self.factor, self.step_count = optimizer, base_lr, factor, 0
@@ -77,7 +78,7 @@ class LambdaSchedule:
 
     def _apply(self):
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr * self.factor(self.step_count)
+            group["lr"] = self.base_lr * group.get("lr_scale", 1.0) * self.factor(self.step_count)
 
     def step(self):
         self.step_count += 1
@@ -258,7 +259,10 @@ def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    objective = objective or Objective()
+    objective = objective or Objective(cfg.rgb_range)
+    if objective.rgb_range != cfg.rgb_range:
+        raise ValueError(f"{stage}: the objective's loss is on the {objective.rgb_range} scale, "
+                         f"train.rgb_range is {cfg.rgb_range}: the bias step would not match the official one")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     accelerator.print(f"[{stage}] {accelerator.num_processes} processes ({accelerator.distributed_type.value}) "
@@ -302,12 +306,33 @@ class _Parts:
         return self.ema.model if self.ema else self.unwrap(self.model)
 
 
+def adam(model: nn.Module, trained: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over ``trained`` that steps as the official run on ``cfg.rgb_range`` images does.
+
+    On [0, 1] images a network computes the official (0-255) function scaled by 1 / rgb_range when its
+    weights are the official ones and its biases are 1 / rgb_range of theirs (exactly so for networks
+    without saturating activations, e.g. EDSR). With the loss scaled by rgb_range (the objectives do),
+    weight gradients equal the official ones, bias gradients are rgb_range times theirs: Adam, blind to
+    a gradient's scale, would move each bias as far as the official bias moves, rgb_range times further
+    relative to the function. Biases therefore step at lr / rgb_range with eps x rgb_range (the
+    ``lr_scale`` :class:`LambdaSchedule` keeps), which is the official step / rgb_range exactly."""
+    kw = {"betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
+    if cfg.rgb_range == 1:
+        return torch.optim.Adam(trained, lr=cfg.lr, **kw)
+    bias_ids = {id(p) for n, p in model.named_parameters() if n.endswith("bias")}
+    weights = [p for p in trained if id(p) not in bias_ids]
+    biases = [p for p in trained if id(p) in bias_ids]
+    groups = [{"params": weights}, {"params": biases, "lr": cfg.lr / cfg.rgb_range, "lr_scale": 1 / cfg.rgb_range,
+                                    "eps": 1e-8 * cfg.rgb_range}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, **kw)
+
+
 def _prepare(accelerator, model: nn.Module, cfg: TrainConfig, objective: Objective) -> _Parts:
     trained = objective.parameters(model)
     chosen = {id(p) for p in trained}
     for p in model.parameters():  # frozen parts get no gradient at all (no wasted backward through them)
         p.requires_grad_(id(p) in chosen)
-    optimizer = torch.optim.Adam(trained, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    optimizer = adam(model, trained, cfg)
     extras, extra_opts = objective.modules(), objective.optimizers()
     prepared = accelerator.prepare(model, optimizer, *extras.values(), *extra_opts.values())
     objective.prepared(**dict(zip(list(extras) + list(extra_opts), prepared[2:])))

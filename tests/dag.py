@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ALL_STAGES = ["prepare_sr", "prepare_classsr", "prepare_test", "pretrain_teacher", "classify_patches",
               "train_branch@simple", "train_branch@medium", "train_branch@hard", "finetune_classsr",
-              "compose_classsr", "ghost", "distill_csd", "train_student_l1", "distill_pcl", "train_rfdn", "evaluate"]
+              "compose_classsr", "ghost", "distill_csd@student", "distill_csd@control", "train_student_l1",
+              "distill_pcl@student", "distill_pcl@control", "train_rfdn", "evaluate"]
 
 
 def sh(cmd, cwd, check=True, tracking=False, timeout=900):

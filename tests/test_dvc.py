@@ -23,7 +23,7 @@ def test_clone_reproduces_with_the_protocol_numbers(reproduced):
     for stage in ALL_STAGES:
         assert f"Running stage '{stage}'" in out
     variants = json.loads((root / "metrics/evaluate.json").read_text())["variants"]
-    for name in ["bicubic", "teacher", "branch_simple", "ghost", "csd_student", "student_l1", "pcl_student",
+    for name in ["bicubic", "teacher", "branch_simple", "ghost", "csd_student", "csd_control", "student_l1", "pcl_student", "pcl_control",
                  "rfdn", "classsr@1", "classsr@0.65", "classsr_ghost_hard@1"]:
         assert "sample_psnr" in variants[name] and "Set5_psnr" in variants[name], name
     # the real Set5 and the official E-RFDN weights come from the project itself (assets/)
@@ -89,17 +89,17 @@ def test_a_code_edit_reruns_its_importers_and_never_resumes_old_code(project):
     status = sh("dvc status", root)
     assert "evaluate:" in status and status.count("changed deps") == 1, status
 
-    # CSD's loss: distill_csd (and what reads its model) reruns, trains from step 0, and the model changes
+    # CSD's loss: both distill_csd stages (and what reads their models) rerun, trains from step 0, and the model changes
     old = (root / "models/csd_student/model.safetensors").read_bytes()
     method = root / "pipeline/methods/csd.py"
     text = method.read_text()
     assert "(l1_s + self.t_lambda * l1_t)" in text
     method.write_text(text.replace("(l1_s + self.t_lambda * l1_t)", "(2 * l1_s + self.t_lambda * l1_t)", 1))
     status = sh("dvc status", root)
-    assert "distill_csd:" in status and "evaluate:" in status and status.count("changed deps") == 2, status
+    assert "distill_csd@student:" in status and "evaluate:" in status and status.count("changed deps") == 3, status
     out = sh("dvc repro", root)
     ran = {s for s in ALL_STAGES if f"Running stage '{s}'" in out}
-    assert ran == {"distill_csd", "evaluate"}, ran
+    assert ran == {"distill_csd@student", "distill_csd@control", "evaluate"}, ran
     assert "starting fresh at step 0" in out and "the code of pipeline/methods/csd.py" in out
     assert "resuming" not in out
     assert (root / "models/csd_student/model.safetensors").read_bytes() != old

@@ -105,8 +105,8 @@ def test_paper_profile_runs_end_to_end_at_the_papers_widths(paper_run):
     assert [b["nf"] for b in models.read_config(root / "models/classsr")["kwargs"]["branches"]] == [36, 52, 64]
     variants = json.loads((root / "metrics/evaluate.json").read_text())["variants"]
     expected_params = {"teacher": 1_517_571, "classsr@1": 3_062_060, "ghost (x2)": 21_847_619,
-                       "edsr_x2 (x2)": 40_729_603, "csd_student": 2_699_267, "student_l1": 2_699_267,
-                       "edsr_x4": 43_089_923, "edsr_pcl": 43_089_923, "rfdn": 433_448}
+                       "edsr_x2 (x2)": 40_729_603, "csd_student": 2_699_267, "csd_control": 2_699_267, "student_l1": 2_699_267,
+                       "edsr_x4": 43_089_923, "pcl_student": 43_089_923, "pcl_control": 43_089_923, "rfdn": 433_448}
     for name, params in expected_params.items():
         assert variants[name]["params"] == params, name
         assert {"Set5_psnr", "Test2K_psnr_rgb", "Test4K_psnr", "Test8K_psnr_rgb"} <= set(variants[name]), name

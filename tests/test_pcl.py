@@ -85,7 +85,10 @@ def test_d_loss_equals_the_official_formula():
     assert dual_contrastive_d_loss(real, fake).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_d_update_contrasts_hr_and_sharpened_with_sr_and_blurred(monkeypatch):
+@pytest.mark.parametrize("sharp_hr", [False, True])
+def test_d_update_contrasts_hr_and_sharpened_with_sr_and_blurred(monkeypatch, sharp_hr):
+    """Real: HR (+ the sharpened HRs with sharp_hr, the NLSN script; rcanx4_PCL.sh as released runs
+    without them); fake: SR and the blurred HRs."""
     import pipeline.methods.pcl as pcl
 
     seen = {}
@@ -95,7 +98,7 @@ def test_d_update_contrasts_hr_and_sharpened_with_sr_and_blurred(monkeypatch):
         return dual_contrastive_d_loss(real, fake)
 
     monkeypatch.setattr(pcl, "dual_contrastive_d_loss", spy)
-    cfg = DistillPCL(train=TrainConfig(batch_size=2))
+    cfg = DistillPCL(sharp_hr=sharp_hr, train=TrainConfig(batch_size=2))
     objective = PCLObjective(cfg, 4)
     net = models.build("msrresnet", 4, nf=8, nb=1)
     lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)
@@ -104,14 +107,15 @@ def test_d_update_contrasts_hr_and_sharpened_with_sr_and_blurred(monkeypatch):
         backward = staticmethod(lambda loss: loss.backward())
 
     objective.before_step(Acc(), net, lr, hr, 0)
-    assert seen == {"real": 1 + cfg.num_aug, "fake": 1 + cfg.num_aug}  # no bicubic LR among the fakes
+    assert seen == {"real": 1 + cfg.num_aug * sharp_hr, "fake": 1 + cfg.num_aug}  # no bicubic LR among the fakes
+    assert DistillPCL().sharp_hr is False  # the default follows rcanx4_PCL.sh as it runs
 
 
 def test_pcl_loss_equals_the_official_rcan_script_loss_on_the_0_255_scale():
     """rcanx4_PCL.sh trains on 0-255 with 1*L1 + 5*CL. Our [0, 1] loss with rgb_range 255 and alpha 5 is
     that number: L1 scales with the images, the embedding (no-bias convs, batch-statistics BN, cosine
     logits) does not."""
-    cfg = DistillPCL(alpha=5.0, rgb_range=255.0, train=TrainConfig(batch_size=2))
+    cfg = DistillPCL(alpha=5.0, train=TrainConfig(batch_size=2, rgb_range=255.0))
     objective = PCLObjective(cfg, 4)
     torch.manual_seed(0)
     net = models.build("msrresnet", 4, nf=8, nb=1)

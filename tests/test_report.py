@@ -119,10 +119,14 @@ def test_claims_are_checked_per_set_with_their_own_protocol():
         return Variant(name, None, 1.0, 1, flops, 0.01, {"Set5": {"psnr": psnr, "ssim": 0.9, "psnr_rgb": rgb, **extra}})
 
     vs = [v("student_l1", 29.00, 30.0, 1e8), v("csd_student", 29.01, 30.0, 1e8), v("pcl_student", 28.99, 30.0, 1e8),
+          v("csd_control", 29.02, 30.0, 1e8), v("pcl_control", 28.98, 30.0, 1e8),
           v("teacher", 30.0, 31.0, 1e9), v("ghost", 29.80, 30.9, 8e8),
           v("branch_O_hard", 30.0, 31.30, 1e9), v("classsr@1", 29.0, 31.27, 8e8, flops_per_patch=8e8)]
-    rows = {r["paper"]: r for r in check_claims(vs, ["Set5"])}
-    assert rows["CSD"]["holds"] and not rows["PCL"]["holds"] and not rows["GhostSR"]["holds"]
+    rows = {r["key"]: r for r in check_claims(vs, ["Set5"])}
+    # a method's claim is judged against its own control; the L1 student is context
+    assert rows["CSD"]["reference"] == "csd_control" and rows["PCL"]["reference"] == "pcl_control"
+    assert not rows["CSD"]["holds"] and rows["CSD_vs_L1"]["holds"]
+    assert rows["PCL"]["holds"] and not rows["PCL_vs_L1"]["holds"] and not rows["GhostSR"]["holds"]
     # ClassSR is judged by its own protocol (RGB on its grid: -0.03 dB), not the Y whole-image -1 dB
     assert rows["ClassSR"]["gain_db"] == pytest.approx(-0.03) and rows["ClassSR"]["holds"]
     assert rows["ClassSR"]["flops_ratio"] == pytest.approx(0.8)

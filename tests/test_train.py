@@ -250,3 +250,64 @@ def test_launcher_reads_typed_params_per_phase(tmp_path, monkeypatch):
     assert launches("train_branch", ["hard"]) == [(["hard"], 3, "no")]
     assert launches("train_branch", ["simple"]) == [(["simple"], 1, "no")]
     assert launches("classify_patches", []) == [([], 1, "no")]
+
+
+def _official_and_ours():
+    """An EDSR as the official code trains it (0-255) and the same function on [0, 1]: the official
+    weights, its biases / 255 (the frozen MeanShift is built at each range)."""
+    torch.manual_seed(0)
+    official = models.build("edsr", 2, n_resblocks=2, n_feats=8, rgb_range=255.0).double()
+    ours = models.build("edsr", 2, n_resblocks=2, n_feats=8, rgb_range=1.0).double()
+    trained = {n for n, _ in official.named_parameters()}
+    ours.load_state_dict({k: v / 255 if k in trained and k.endswith("bias") else v
+                          for k, v in official.state_dict().items() if k in trained}, strict=False)
+    return official, ours
+
+
+@pytest.mark.parametrize("biases_at_lr_over_range", [True, False])
+def test_adam_on_0_1_steps_weights_and_biases_as_the_official_0_255_run(biases_at_lr_over_range):
+    """Issue 21 (1): three Adam steps on [0, 1] with the loss x 255 move every weight as the official
+    0-255 steps do, and every bias by 1/255 of the official move; one Adam group (as before the fix)
+    moves the biases 255x too far relative to the function."""
+    from pipeline.objective import Objective
+    from pipeline.params import TrainConfig
+    from pipeline.train import adam
+
+    official, ours = _official_and_ours()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64) * 255, torch.rand(2, 3, 16, 16, generator=g, dtype=torch.float64) * 255
+    assert torch.allclose(ours(x / 255) * 255, official(x), atol=1e-9)  # the same function
+
+    cfg = TrainConfig(lr=1e-3, rgb_range=255.0 if biases_at_lr_over_range else 1.0)
+    opt_official = torch.optim.Adam(official.parameters(), lr=1e-3, betas=tuple(cfg.betas))
+    opt_ours = adam(ours, list(ours.parameters()), cfg)
+    objective = Objective(255.0)
+    for _ in range(3):
+        for opt, loss in [(opt_official, torch.nn.functional.l1_loss(official(x), y)),
+                          (opt_ours, objective.loss(ours, x / 255, y / 255, 0)[0])]:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    official_params = dict(official.named_parameters())
+    biases_match = True
+    for name, p in ours.named_parameters():
+        scale = 255 if name.endswith("bias") else 1
+        close = torch.allclose(p * scale, official_params[name], rtol=0, atol=1e-7)  # steps are 1e-3
+        if name.endswith("bias"):
+            biases_match &= close
+        elif biases_at_lr_over_range:  # (with one group, the biases' drift changes later weight gradients)
+            assert close, name
+    assert biases_match == biases_at_lr_over_range
+
+
+def test_the_schedule_keeps_the_bias_group_at_lr_over_rgb_range():
+    from pipeline.params import TrainConfig
+    from pipeline.train import LambdaSchedule, adam
+
+    _, ours = _official_and_ours()
+    opt = adam(ours, list(ours.parameters()), TrainConfig(lr=1e-3, rgb_range=255.0))
+    schedule = LambdaSchedule(opt, 1e-3, lambda step: 0.5 ** step)
+    schedule.step()
+    weights, biases = opt.param_groups
+    assert all(n.endswith("bias") for n, p in ours.named_parameters() if any(p is q for q in biases["params"]))
+    assert weights["lr"] == pytest.approx(5e-4) and biases["lr"] == pytest.approx(5e-4 / 255)

@@ -133,7 +133,9 @@ class CSDObjective(Objective):
 
     The official code trains on 0-255 images, so its L1 terms are rgb_range (255) times ours on [0, 1]
     while CL, a ratio of distances in an embedding fed the same 0-255 images, is unchanged: scaling our
-    L1 by rgb_range gives the official loss exactly (its balance and its gradient scale)."""
+    L1 by rgb_range gives the official loss (its balance, and the weights' gradients); the biases' step
+    is matched by the optimizer (lr / rgb_range: :func:`pipeline.train.adam`, ``train.rgb_range``).
+    ``contra_lambda`` 0 is the paper's own control (its "J-T1" rows): the embedding is then not run."""
 
     def __init__(self, width: float, contrastive: ContrastiveLoss, scale: int, neg_num: int, t_lambda: float,
                  contra_lambda: float, rgb_range: float = 255.0):
@@ -143,8 +145,11 @@ class CSDObjective(Objective):
     def total(self, student_sr, teacher_sr, hr_img, negatives):
         """The loss of one batch from its outputs (all on [0, 1]), and the logged terms."""
         l1_s, l1_t = F.l1_loss(student_sr, hr_img), F.l1_loss(teacher_sr, hr_img)
+        loss = self.rgb_range * (l1_s + self.t_lambda * l1_t)
+        if not self.contra_lambda:
+            return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach()}
         cl = self.contrastive(student_sr, teacher_sr, negatives)
-        loss = self.rgb_range * (l1_s + self.t_lambda * l1_t) + self.contra_lambda * cl
+        loss = loss + self.contra_lambda * cl
         return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach(), "contrastive": cl.detach()}
 
     def loss(self, model, lr_img, hr_img, step):

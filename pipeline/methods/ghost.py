@@ -115,7 +115,9 @@ class AnnealedGhost(Objective):
     (mode 'ste') the released noise factor 0.97^(epoch-1), an epoch being ``noise_epoch_steps`` steps;
     0 keeps the released training script's factor 1 (it never advances the modules' epoch)."""
 
-    def __init__(self, tau_start: float, tau_end: float, max_steps: int, noise_epoch_steps: int = 0):
+    def __init__(self, tau_start: float, tau_end: float, max_steps: int, noise_epoch_steps: int = 0,
+                 rgb_range: float = 1.0):
+        super().__init__(rgb_range)
         self.tau_start, self.tau_end, self.max_steps = tau_start, tau_end, max_steps
         self.noise_epoch_steps = noise_epoch_steps
 
@@ -147,7 +149,8 @@ def fine_tune(source: nn.Module, cfg, batches, stage: str, data_info: dict, vali
 
     model = convert(source, cfg.ratio, cfg.layers or None, d=cfg.d, mode=cfg.mode, per_channel=cfg.per_channel,
                     seed=cfg.kmeans_seed)
-    objective = AnnealedGhost(cfg.tau_start, cfg.tau_end, cfg.train.max_steps, cfg.noise_epoch_steps)
+    objective = AnnealedGhost(cfg.tau_start, cfg.tau_end, cfg.train.max_steps, cfg.noise_epoch_steps,
+                              cfg.train.rgb_range)
     result = train(model, cfg.train, batches, objective, stage=stage, params=cfg, ckpt_dir=f"checkpoints/{stage}",
                    data_info=data_info, validate=validate)
     return export(result.model, source.config, cfg.ratio, cfg.d, cfg.mode, cfg.per_channel), result

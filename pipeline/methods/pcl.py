@@ -1,6 +1,7 @@
 """PCL (Wu et al., TNNLS 2023): contrastive learning with a learned embedding, and its objective.
 
-Positives: HR and K sharpened HRs (kornia sharpness, factor ~ U[0.5, 3)). Negatives: the bicubic-
+Positives: HR, and with ``sharp_hr`` K sharpened HRs (kornia sharpness, factor ~ U[0.5, 3)): the released
+RCAN script runs without them (a missing backslash drops its --sharp_hr line). Negatives: the bicubic-
 upsampled LR and K Gaussian-blurred HRs (odd kernels 3-11, sigma ~ U[0.1, 2)). The embedding is a
 discriminator on the Haar high-frequency bands (LH, HL, HH of each RGB channel: 9 channels at half
 resolution); it is trained each step with the dual contrastive loss (real: HR and the sharpened HRs;
@@ -109,7 +110,7 @@ class PCLObjective(Objective):
     with the dual contrastive loss (``cfg``: a DistillPCL params section)."""
 
     def __init__(self, cfg, scale: int):
-        self.cfg, self.scale = cfg, scale
+        self.cfg, self.scale, self.rgb_range = cfg, scale, cfg.train.rgb_range
         self.discriminator = WaveletDiscriminator()
         self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
 
@@ -124,14 +125,17 @@ class PCLObjective(Objective):
 
     def samples(self, lr, hr, step):
         gen = random.Random(self.cfg.train.seed * 1_000_003 + step)
-        positives = [hr] + sharpened(hr, self.cfg.num_aug, *self.cfg.sharp_range, gen)
+        positives = [hr] + (sharpened(hr, self.cfg.num_aug, *self.cfg.sharp_range, gen) if self.cfg.sharp_hr else [])
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=True).clamp(0, 1)
         negatives = [up] + blurred(hr, self.cfg.num_aug, self.cfg.blur_kernels, tuple(self.cfg.blur_sigma), gen)
         return positives, negatives
 
     def before_step(self, accelerator, model, lr_img, hr_img, step):
         """One update of the discriminator: real = HR and the sharpened HRs, fake = SR and the blurred HRs
-        (the released --contras_D_train sets; the bicubic LR is a negative of the SR loss only)."""
+        (the released --contras_D_train sets; the bicubic LR is a negative of the SR loss only). With alpha 0
+        (the control) the embedding reaches nothing: it is not trained."""
+        if not self.cfg.alpha:
+            return {}
         with torch.no_grad():
             sr = model(lr_img).clamp(0, 1)
             positives, negatives = self.samples(lr_img, hr_img, step)
@@ -161,6 +165,9 @@ class PCLObjective(Objective):
 
     def loss(self, model, lr_img, hr_img, step):
         sr = model(lr_img)
+        l1 = F.l1_loss(sr, hr_img)
+        if not self.cfg.alpha:
+            return self.rgb_range * l1, {"l1": l1.detach()}
         cached_step, positives, negatives = getattr(self, "_cache", (None, None, None))
         if cached_step != step:
             positives, negatives = self.samples(lr_img, hr_img, step)
@@ -168,5 +175,4 @@ class PCLObjective(Objective):
         d.requires_grad_(False)
         cl = self.contrastive(sr, positives, negatives)
         d.requires_grad_(True)
-        l1 = F.l1_loss(sr, hr_img)
-        return self.cfg.rgb_range * l1 + self.cfg.alpha * cl, {"l1": l1.detach(), "contrastive": cl.detach()}
+        return self.rgb_range * l1 + self.cfg.alpha * cl, {"l1": l1.detach(), "contrastive": cl.detach()}
