@@ -7,7 +7,7 @@ from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
 from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, validator
 from pipeline.train import train
-from pipeline.upscale import cost
+from pipeline.cost import cost
 
 
 def train_l1(stage: str, params, model, train_cfg, out: str, metrics_path: str, extra: dict | None = None):

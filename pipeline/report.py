@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, count_pairs, iter_pairs, score
 from pipeline.params import ClassSRInference
-from pipeline.upscale import (LATENCY_SIDE, LATENCY_THREADS, NTIRE_SIDE, Upscaled, branch_flops, class_weighted_flops,
-                              classsr_macs_on, cost, is_classsr, upscale)
+from pipeline.cost import LATENCY_SIDE, LATENCY_THREADS, NTIRE_SIDE, classsr_macs_on, cost
+from pipeline.upscale import Upscaled, branch_flops, class_weighted_flops, is_classsr, upscale
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Variant:
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:
-    """A row, with its cost by the pipeline's one convention (:func:`pipeline.upscale.cost`), said as it
+    """A row, with its cost by the pipeline's one convention (:func:`pipeline.cost.cost`), said as it
     is measured (at the papers' widths each variant's latency and MACs take minutes on a CPU)."""
     if model is None:
         return Variant(name)
@@ -59,14 +59,14 @@ def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInfere
 
 
 def latency_probe() -> np.ndarray:
-    """The seeded random LR image a ClassSR's latency is measured on (:func:`pipeline.upscale.cost`'s)."""
+    """The seeded random LR image a ClassSR's latency is measured on (:func:`pipeline.cost.cost`'s)."""
     return np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
 
 
 def ensemble_variant(base: Variant) -> Variant:
     """``base``'s "+" row: the x8 self-ensemble, 8 x its FLOPs and MACs, its latency measured."""
     from pipeline.metrics import wall_time
-    from pipeline.upscale import with_threads
+    from pipeline.cost import with_threads
 
     probe = latency_probe()
     lat = with_threads(LATENCY_THREADS, lambda: wall_time(lambda: upscale(base.model, probe, self_ensemble=True),
@@ -96,7 +96,7 @@ def deploy_onnx(variants: list[Variant], folder, inference: ClassSRInference) ->
 
 def deploy_gpu(variants: list[Variant], inference: ClassSRInference) -> None:
     """fp32 / fp16 GPU runtime and peak memory of every model variant (its model on the GPU)."""
-    from pipeline.upscale import gpu_cost
+    from pipeline.cost import gpu_cost
 
     for v in (v for v in variants if v.model is not None and not v.self_ensemble):
         opts = {**inference.options(), "budget": v.budget} if is_classsr(v.model) else {}

@@ -13,7 +13,8 @@ from pipeline.methods.classsr import with_branch
 from pipeline.methods.ghost import fine_tune
 from pipeline.params import CLASS_NAMES, load_section
 from pipeline.stage import run
-from pipeline.upscale import branch_flops, cost
+from pipeline.cost import cost
+from pipeline.upscale import branch_flops
 
 
 def main():

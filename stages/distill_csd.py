@@ -19,7 +19,7 @@ from pipeline.methods.csd import ContrastiveLoss, CSDObjective, teacher_embeddin
 from pipeline.params import ParamError, load_section
 from pipeline.stage import run
 from pipeline.train import train
-from pipeline.upscale import cost
+from pipeline.cost import cost
 
 
 VARIANTS = ("student", "control")

@@ -16,7 +16,7 @@ from pipeline.methods.pcl import PCLObjective
 from pipeline.params import ParamError, load_section
 from pipeline.stage import run
 from pipeline.train import train
-from pipeline.upscale import cost
+from pipeline.cost import cost
 
 
 VARIANTS = ("student", "control")

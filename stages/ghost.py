@@ -8,7 +8,7 @@ from pipeline.evaluate import test_pairs, validator
 from pipeline.methods.ghost import fine_tune
 from pipeline.params import load_section
 from pipeline.stage import run
-from pipeline.upscale import cost
+from pipeline.cost import cost
 
 
 def main():

@@ -12,7 +12,7 @@ from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, valid
 from pipeline.params import CLASS_NAMES, ParamError, load_section
 from pipeline.stage import run
 from pipeline.train import train
-from pipeline.upscale import cost
+from pipeline.cost import cost
 
 
 def main():

@@ -1,5 +1,5 @@
 """The reduced DAG in a clone with nothing beside it, as a user's machine has it: the helpers the DVC,
-experiment and queue tests (and bench/queue.py) share."""
+experiment and queue tests (and bench/parallel_queue.py) share."""
 import os
 import shutil
 import subprocess

@@ -102,6 +102,14 @@ def test_models_know_nothing_of_methods_training_or_tracking():
         assert outside == ["pipeline/files.py"] or not outside, (module, outside)
 
 
+def test_data_and_cost_code_know_no_tracking_and_no_training():
+    """Data preparation and the cost convention are plain functions; the stages open MLflow runs."""
+    for f in sorted((ROOT / "pipeline/data").glob("*.py")) + [ROOT / "pipeline/cost.py"]:
+        module = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        files = closure(module)
+        assert "pipeline/tracking.py" not in files and "pipeline/train.py" not in files, (module, files)
+
+
 def test_every_function_in_pipeline_reads_in_one_screen():
     import ast
 

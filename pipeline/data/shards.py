@@ -26,8 +26,7 @@ import numpy as np
 from pipeline.data.images import ImageError, bicubic_downscale, mod_crop, to_float, to_uint8
 from pipeline.data.sources import ImageRef, resolve
 from pipeline.data.workers import parallel_map
-from pipeline.files import atomic_dir, write_json
-from pipeline.tracking import stage_run
+from pipeline.files import atomic_dir
 
 
 def window_starts(length: int, crop: int, step: int, thresh: int) -> list[int]:
@@ -147,16 +146,12 @@ def write_shards(refs: list[ImageRef], spec: ExtractSpec, out_dir, shard_mb: int
     return info
 
 
-def prepare_shards(stage: str, cfg, spec: ExtractSpec, out: str, metrics_path: str) -> dict:
-    """A prepare stage: the sub-images of ``cfg.source`` (``cfg``: its params section) by ``spec`` into
-    ``out``, and their counts as metrics (file and MLflow)."""
-    with stage_run(stage, cfg) as tracker:
-        refs = resolve(cfg.source, "train", cfg.hub_split, cfg.hub_image_column)
-        info = write_shards(refs, spec, out, cfg.shard_mb, cfg.num_workers, cfg.source)
-        metrics = {k: info[k] for k in ("num_images", "num_skipped", "num_subimages")}
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-    return info
+def prepare_shards(cfg, spec: ExtractSpec, out: str) -> dict:
+    """What a prepare stage makes: the sub-images of ``cfg.source`` (``cfg``: its params section) by
+    ``spec`` into ``out``; their counts (the stage's metrics)."""
+    refs = resolve(cfg.source, "train", cfg.hub_split, cfg.hub_image_column)
+    info = write_shards(refs, spec, out, cfg.shard_mb, cfg.num_workers, cfg.source)
+    return {k: info[k] for k in ("num_images", "num_skipped", "num_subimages")}
 
 
 class PairShards:

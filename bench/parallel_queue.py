@@ -7,7 +7,7 @@ and `evaluate`. DVC's run cache is emptied before each round: the second round w
 the first round's outputs instead of training. `--unshared` adds a third round at -j 2 without
 PIPELINE_JOBS (every job on every core: what the setting prevents).
 
-    python bench/queue.py [--steps 60] [--unshared]
+    python bench/parallel_queue.py [--steps 60] [--unshared]
 """
 import argparse
 import shutil
