@@ -211,3 +211,18 @@ def test_smoke_profile_shrinks_only_steps_batches_workers_and_processes(repo):
     assert smoke["pretrain_teacher"]["model"] == base["pretrain_teacher"]["model"]  # the paper's widths
     assert smoke["distill_csd"]["train"]["max_steps"] == 1 and smoke["distill_csd"]["neg_num"] == 2
     assert smoke["prepare_sr"]["num_workers"] == 1 and smoke["ghost"]["train"]["num_workers"] == 0
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "profiles/paper.yaml"])
+def test_each_stage_trains_on_its_official_pixel_range_and_pcl_follows_one_script(repo, params_file):
+    """Issue 21 (1) and (3): EDSR-PyTorch / MindSpore runs (CSD and its L1 baseline, PCL, GhostSR,
+    E-RFDN) on 0-255, BasicSR's (teacher, ClassSR) on [0, 1]; PCL as rcanx4_PCL.sh runs."""
+    import yaml
+
+    params = yaml.safe_load((repo / params_file).read_text())
+    for section in ("ghost", "distill_csd", "train_student_l1", "distill_pcl", "train_rfdn"):
+        assert params[section]["train"]["rgb_range"] == 255, section
+    for section in ("pretrain_teacher", "train_branch", "compose_classsr"):
+        assert params[section]["train"].get("rgb_range", 1) == 1, section
+    pcl = params["distill_pcl"]
+    assert pcl["alpha"] == 5 and pcl["sharp_hr"] is False and pcl["layers"] == [4]
