@@ -141,7 +141,7 @@ def as_flat_dict(obj, prefix: str = "") -> dict:
 
 def is_model(path: str) -> bool:
     """A saved model folder, or a published checkpoint file (``models.load`` reads both)."""
-    return Path(path).is_dir() or (Path(path).is_file() and Path(path).suffix in (".pt", ".pth"))
+    return Path(path).is_dir() or (Path(path).is_file() and Path(path).suffix in (".pt", ".pth", ".safetensors"))
 
 
 # ---- data preparation -----------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class PrepareTest:
 
 # The names of pipeline.models.ARCHS (a test keeps them equal): params must not import the models, or
 # every stage, data preparation included, would depend on every architecture file.
-ARCH_NAMES = ("fsrcnn", "msrresnet", "carn_m", "rcan", "edsr", "rfdn")
+ARCH_NAMES = ("fsrcnn", "msrresnet", "carn_m", "rcan", "edsr", "rfdn", "rlfn", "bsrn")
 
 
 @dataclass
@@ -318,7 +318,7 @@ class TrainConfig:
         check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: an EDSR-PyTorch run, 1: BasicSR's)")
         if self.init_from and not self.init_from.startswith("official:"):
             check(is_model(self.init_from), f"{p}.init_from",
-                  f"'{self.init_from}' is neither a saved model folder nor a .pt/.pth checkpoint")
+                  f"'{self.init_from}' is neither a saved model folder nor a .pt/.pth/.safetensors checkpoint")
 
 
 @dataclass
@@ -329,13 +329,17 @@ class PretrainTeacher:
 
 @dataclass
 class TrainRFDN(PretrainTeacher):
-    """The hand-designed lightweight baseline (E-RFDN: ``attention: esa``), trained like the teacher."""
+    """The hand-designed lightweight baseline (E-RFDN: ``rfdn``, ``attention: esa``; or ``rlfn``, ``bsrn``),
+    trained like the teacher."""
     model: ModelSpec = field(default_factory=lambda: ModelSpec("rfdn", {"nf": 50, "num_blocks": 4, "attention": "esa"}))
 
     def validate(self, p):
         # ESA's stride-2 conv and 7x7/3 max-pool need an LR input of at least 15 px
-        if self.model.arch == "rfdn" and self.model.kwargs.get("attention", "cca") == "esa":
-            check(self.train.lr_patch >= 15, f"{p}.train.lr_patch", "E-RFDN's ESA needs LR patches of at least 15 px")
+        esa = self.model.arch in ("rlfn", "bsrn") or (self.model.arch == "rfdn"
+                                                      and self.model.kwargs.get("attention", "cca") == "esa")
+        if esa:
+            check(self.train.lr_patch >= 15, f"{p}.train.lr_patch",
+                  f"{self.model.arch}'s ESA needs LR patches of at least 15 px")
 
 
 # ---- ClassSR --------------------------------------------------------------------------------------
@@ -454,7 +458,7 @@ class GhostMethod:
     # released training script, which never advances the epoch (factor 1)
     noise_epoch_steps: int = 0
     kmeans_seed: int = 0
-    layers: list[str] = field(default_factory=list)  # conv names to convert; [] = every residual block's two
+    layers: list[str] = field(default_factory=list)  # conv names, or [conv3x3]; [] = every residual block's two
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, p):
@@ -470,7 +474,7 @@ class Ghost(GhostMethod):
 
     def validate(self, p):
         check(is_model(self.source) or self.source == "models/teacher", f"{p}.source",
-              f"'{self.source}' is neither a saved model folder nor a .pt/.pth checkpoint")
+              f"'{self.source}' is neither a saved model folder nor a .pt/.pth/.safetensors checkpoint")
         super().validate(p)
 
 
@@ -549,12 +553,23 @@ class DistillPCL:
 
 
 @dataclass
+class Reference:
+    """A published model scored as it is, beside the variants: its checkpoint file (``.safetensors``,
+    ``.pt``, ``.pth``) and layout ('' = detected from its tensor names: pipeline/models/checkpoints.py)."""
+    path: str = ""
+    layout: str = ""
+
+    def validate(self, p):
+        check(Path(self.path).is_file(), f"{p}.path", f"checkpoint file '{self.path}' not found")
+
+
+@dataclass
 class Evaluate:
     scale: int = 4
     models: dict[str, str] = field(default_factory=dict)  # variant name -> saved model folder
     classsr: dict[str, str] = field(default_factory=dict)  # ClassSR variants, evaluated at each budget
     inference: ClassSRInference = field(default_factory=ClassSRInference)
-    official_erfdn: str = ""  # official E-RFDN x4 safetensors, as a reference row ('' to skip)
+    references: dict[str, Reference] = field(default_factory=dict)  # row name -> a published checkpoint
     pareto_set: str = "sample"  # the test set of the Pareto plot
     crops_set: str = "sample"
     onnx: bool = True  # export every variant to ONNX (exports/), check it against PyTorch, time ONNX Runtime

@@ -18,8 +18,9 @@ from torch import nn
 
 from tqdm import tqdm
 
+from pipeline import models
 from pipeline.evaluate import bicubic_upscale, classsr_protocol_psnr, count_pairs, iter_pairs, score
-from pipeline.params import ClassSRInference
+from pipeline.params import ClassSRInference, ParamError
 from pipeline.cost import LATENCY_SIDE, LATENCY_THREADS, NTIRE_SIDE, classsr_macs_on, cost
 from pipeline.upscale import Upscaled, branch_flops, class_weighted_flops, is_classsr, upscale
 
@@ -39,6 +40,19 @@ class Variant:
     macs_256: float = 0.0  # MACs on one 256x256 LR input (NTIRE's convention; ClassSR: its patch-wise work)
     deploy: dict = field(default_factory=dict)  # onnx_max_abs_err, ort_latency_s[, gpu_fp32_s, gpu_fp16_s, ...]
     self_ensemble: bool = False  # the x8 flip/rotate self-ensemble of a plain model ("name+")
+
+
+def reference_model(name: str, ref, scale: int):
+    """The published model of ``evaluate.references.<name>`` (``ref``: its path and layout), at the
+    evaluation's scale; a file that does not load, or another scale, is a clear error naming it."""
+    try:
+        model = models.load(ref.path, layout=ref.layout or None)
+    except ValueError as e:
+        raise ParamError(f"evaluate.references.{name}: {e}") from e
+    if model.config["scale"] != scale:
+        raise ParamError(f"evaluate.references.{name}: {ref.path} is a x{model.config['scale']} model, "
+                         f"evaluate.scale is {scale}")
+    return model
 
 
 def variant(name: str, model=None, budget: float = 1.0, inference: ClassSRInference | None = None) -> Variant:

@@ -19,7 +19,7 @@ from pipeline.files import write_json
 from pipeline.params import is_model, load_section
 from pipeline.report import (COST_CONVENTIONS, as_metrics, check_claims, claims_table, classsr_table, crops_figure,
                              deploy_gpu, deploy_onnx, ensemble_variant, headline, markdown_table, pareto_rows,
-                             plot_pareto, score_all, variant, write_csv)
+                             plot_pareto, reference_model, score_all, variant, write_csv)
 from pipeline.stage import run
 from pipeline.tracking import stage_run
 from pipeline.upscale import default_device
@@ -31,8 +31,8 @@ PARETO, PARETO_CSV, CROPS, EXPORTS = "plots/pareto.png", "plots/pareto.csv", "pl
 
 def collect_variants(cfg):
     variants = [variant("bicubic")]
-    if cfg.official_erfdn and Path(cfg.official_erfdn).is_file():
-        variants.append(variant("E-RFDN official (AIM 2020)", models.import_official("erfdn", cfg.official_erfdn)))
+    # the published rows first, all of them loaded before any work: a bad file stops the stage at once
+    variants += [variant(name, reference_model(name, ref, cfg.scale)) for name, ref in cfg.references.items()]
     plain = [variant(name, models.load(folder)) for name, folder in cfg.models.items() if is_model(folder)]
     variants += plain
     if cfg.self_ensemble:

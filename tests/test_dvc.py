@@ -30,6 +30,10 @@ def test_clone_reproduces_with_the_protocol_numbers(reproduced):
     assert round(variants["bicubic"]["Set5_psnr"], 3) == 28.431
     erfdn = variants["E-RFDN official (AIM 2020)"]
     assert round(erfdn["Set5_psnr"], 3) == 32.155 and round(erfdn["Set5_ssim"], 4) == 0.8945
+    # the published RLFN and BSRN rows reproduce their papers' Set5 numbers in evaluate (issue 22)
+    assert abs(variants["RLFN official (NTIRE 2022)"]["Set5_psnr"] - 32.24) <= 0.01
+    assert abs(variants["BSRN official (NTIRE 2022)"]["Set5_psnr"] - 32.35) <= 0.01
+    assert variants["RLFN official (NTIRE 2022)"]["params"] == 543_740
     assert (root / "reports/results.md").read_text().count("|") > 50 and (root / "plots/pareto.png").is_file()
     assert sorted(p.stem for p in (root / "data/test/Set5/HR").iterdir()) == ["baby", "bird", "butterfly", "head",
                                                                               "woman"]

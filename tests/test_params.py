@@ -32,7 +32,7 @@ def test_classsr_threshold_must_be_below_crop(tmp_path):
 
 def test_nested_training_params(tmp_path):
     p = write(tmp_path, "pretrain_teacher", {"model": {"arch": "srgan"}})
-    with pytest.raises(ParamError, match="'pretrain_teacher.model.arch'.*allowed: carn_m, edsr"):
+    with pytest.raises(ParamError, match="'pretrain_teacher.model.arch'.*allowed: bsrn, carn_m, edsr"):
         load_section("pretrain_teacher", PretrainTeacher, p)
     p = write(tmp_path, "pretrain_teacher", {"train": {"mixed_precision": "fp8"}})
     with pytest.raises(ParamError, match="'pretrain_teacher.train.mixed_precision'.*'bf16'"):
@@ -61,6 +61,9 @@ def test_erfdn_patch_too_small_for_esa(tmp_path):
 
     p = write(tmp_path, "train_rfdn", {"train": {"lr_patch": 12}})
     with pytest.raises(ParamError, match="'train_rfdn.train.lr_patch'.*ESA"):
+        load_section("train_rfdn", TrainRFDN, p)
+    p = write(tmp_path, "train_rfdn", {"model": {"arch": "rlfn", "kwargs": {}}, "train": {"lr_patch": 12}})
+    with pytest.raises(ParamError, match="'train_rfdn.train.lr_patch'.*rlfn's ESA"):
         load_section("train_rfdn", TrainRFDN, p)
 
 

@@ -152,5 +152,6 @@ def test_a_method_file_reruns_only_the_stages_of_that_method():
 def test_evaluate_depends_on_every_model_it_scores():
     """A model evaluate scores but does not list would not rerun it (e.g. the controls' models)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
-    scored = set(params["models"].values()) | set(params["classsr"].values())
+    scored = (set(params["models"].values()) | set(params["classsr"].values())
+              | {ref["path"] for ref in params["references"].values()})
     assert scored <= set(STAGES["evaluate"]["deps"]), scored - set(STAGES["evaluate"]["deps"])

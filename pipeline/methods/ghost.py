@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline import models
-from pipeline.models.ghost import ghost_layers, ghost_modules, ghostify, reparameterize
+from pipeline.models.ghost import LAYER_RULES, ghost_layers, ghost_modules, ghostify, reparameterize
 from pipeline.objective import Objective
 
 
@@ -82,12 +82,16 @@ def plan_layer(conv: nn.Conv2d, ratio: float, seed: int = 0) -> tuple[list[int],
 
 def convert(model: nn.Module, ratio: float = 0.5, layers: list[str] | None = None, d: int = 1,
             mode: str = "gumbel", per_channel: bool = False, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` whose ``layers`` (default: the body convs of every residual block, as GhostSR's
-    EDSR) are GhostConvs initialised from their pretrained weights, shifts at the identity.
+    """A copy of ``model`` whose ``layers`` (conv names, or one rule of :func:`ghost_layers`; default: the
+    body convs of every residual block, as GhostSR's EDSR) are GhostConvs initialised from their
+    pretrained weights, shifts at the identity.
 
     Raises when no layer can be converted (e.g. FSRCNN or CARN-M have no residual-block convs)."""
     model = copy.deepcopy(model)
-    layers = layers if layers is not None else ghost_layers(model)
+    if not layers:
+        layers = ghost_layers(model)
+    elif len(layers) == 1 and layers[0] in LAYER_RULES:
+        layers = ghost_layers(model, layers[0])
     if not layers:
         raise ValueError(f"ghost: {type(model).__name__} has no residual-block convs to convert; name the convs "
                          "to convert in the params' `layers`")

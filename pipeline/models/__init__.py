@@ -21,8 +21,11 @@ from pipeline.models.ghost import ghost_modules, ghostify
 from pipeline.models.msrresnet import MSRResNet
 from pipeline.models.rcan import RCAN
 from pipeline.models.rfdn import RFDN
+from pipeline.models.rlfn import RLFN
+from pipeline.models.bsrn import BSRN
 
-ARCHS = {"fsrcnn": FSRCNN, "msrresnet": MSRResNet, "carn_m": CARNM, "rcan": RCAN, "edsr": EDSR, "rfdn": RFDN}
+ARCHS = {"fsrcnn": FSRCNN, "msrresnet": MSRResNet, "carn_m": CARNM, "rcan": RCAN, "edsr": EDSR, "rfdn": RFDN, "rlfn": RLFN,
+         "bsrn": BSRN}
 
 
 def _classsr(scale: int, branch_arch: str, branches: list[dict], branch_archs: list[str] | None = None) -> nn.Module:
@@ -74,11 +77,11 @@ def read_config(folder, layout: str | None = None) -> dict:
         return {"arch": arch, "scale": scale, "kwargs": kwargs}
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{folder}: not a saved model (no config.json) nor a .pt/.pth checkpoint")
+        raise FileNotFoundError(f"{folder}: not a saved model (no config.json) nor a .pt/.pth/.safetensors checkpoint")
     return json.loads(path.read_text())
 
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")  # one published state dict in a file
 
 
 def is_checkpoint(path) -> bool:
@@ -86,7 +89,7 @@ def is_checkpoint(path) -> bool:
 
 
 def load(folder, device="cpu", layout: str | None = None) -> nn.Module:
-    """A saved model folder, or a published checkpoint file (``.pt`` / ``.pth``, layout detected from
+    """A saved model folder, or a published checkpoint file (``.pt`` / ``.pth`` / ``.safetensors``, layout detected from
     its tensor names unless ``layout`` names it: :mod:`pipeline.models.checkpoints`)."""
     from safetensors.torch import load_file
 

@@ -3,6 +3,7 @@
     model = models.load("edsr_x4-4f62e9ef.pt")            # EDSR-PyTorch's EDSR 32x256 x4
     model = models.load("ClassSR_RCAN.pth")               # ClassSR's released model: classifier + 3 branches
     model = models.load("x.pth", layout="basicsr-edsr")   # name the layout when detection is not enough
+    model = models.load("assets/weights/rlfn-x4.safetensors")  # the official tensors, as safetensors
 
 This module converts tensors (names, value scale, architecture facts read from the shapes);
 ``models.load`` builds the model and loads them strictly. Files are read with
@@ -19,8 +20,11 @@ Layouts (``LAYOUTS``; each official code's ``state_dict`` names, listed in tests
 | ``mmsr-srresnet``, ``classsr-carn-m``, ``classsr-fsrcnn`` | Xiangtaokong/ClassSR ``archs/{SRResNet,CARN,FSRCNN}_arch.py`` (its branch models) | 0-1 |
 | ``classsr`` | ClassSR ``classSR_*_arch.py``: ``classifier.*`` + ``net1/2/3.*`` (simple -> hard) | 0-1 (RCAN: 0-255) |
 | ``rfdn`` | njulj/RFDN ``RFDN.py`` (the AIM 2020 E-RFDN release, trained on 0-255) | 0-255 |
+| ``rlfn`` | bytedance/RLFN ``model/rlfn.py`` (``model_zoo/rlfn_x{2,4}.pth``) | 0-255 |
+| ``bsrn`` | xiaom233/BSRN ``basicsr/archs/BSRN_arch.py``, BSConvU (BasicSR ``params``) | 0-1 |
 
-Our models all take [0, 1]. A network trained on 0-255 becomes the same function on [0, 1] exactly
+Our models all take [0, 1]. Networks with sigmoid attention trained on 0-255 (E-RFDN, RLFN) keep their
+weights and scale their input and output (``img_range``). Any other network trained on 0-255 becomes the same function on [0, 1] exactly
 (up to float rounding): convs, ReLUs, residual sums, pixel shuffle and BatchNorm-free paths are
 positively homogeneous, so f_255(255 x) / 255 is the network with every bias divided by 255. The one
 non-homogeneous part, RCAN's channel attention (a sigmoid of the pooled features), keeps its biases
@@ -40,15 +44,21 @@ RANGE_255 = 255.0
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.pt`` / ``.pth`` file (``params_ema`` / ``params`` / ``state_dict`` wrappers
-    unwrapped), read with ``weights_only=True``; a file holding anything else is refused by name."""
+    """The tensors of a ``.safetensors`` file, or of a ``.pt`` / ``.pth`` file (``params_ema`` /
+    ``params`` / ``state_dict`` wrappers unwrapped) read with ``weights_only=True``; a file holding
+    anything else, or cut short, is refused by name."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled classes, corrupt files: weights_only refuses them
-        raise ValueError(f"{path}: not a plain tensor checkpoint (read with weights_only=True): {e}") from e
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickled classes, corrupt or truncated files: weights_only refuses them
+        raise ValueError(f"{path}: not a readable tensor checkpoint (read with weights_only=True): {e}") from e
     for key in ("params_ema", "params", "state_dict"):  # BasicSR keeps the EMA weights beside the raw ones
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -208,6 +218,21 @@ def convert_rfdn(state: dict, path):
     return "rfdn", scale, kwargs, ours
 
 
+def convert_rlfn(state: dict, path):
+    ours = _rename(state, [])
+    scale = round((ours["upsampler.0.weight"].shape[0] / 3) ** 0.5)
+    kwargs = {"nf": ours["conv_1.weight"].shape[0], "num_blocks": len(_indices(ours, r"block_(\d+)\.c1_r\.weight$")),
+              "esa_channels": ours["block_1.esa.conv1.weight"].shape[0], "img_range": RANGE_255}
+    return "rlfn", scale, kwargs, ours
+
+
+def convert_bsrn(state: dict, path):
+    ours = _rename(state, [])
+    scale = round((ours["upsampler.upsampleOneStep.0.weight"].shape[0] / 3) ** 0.5)
+    kwargs = {"nf": ours["fea_conv.pw.weight"].shape[0], "num_blocks": len(_indices(ours, r"B(\d+)\.c1_d\.weight$"))}
+    return "bsrn", scale, kwargs, ours
+
+
 BRANCH_LAYOUTS = ("rcan-pytorch", "mmsr-srresnet", "classsr-carn-m", "classsr-fsrcnn")
 
 
@@ -238,7 +263,7 @@ LAYOUTS = {
     "basicsr-msrresnet": convert_basicsr_msrresnet, "basicsr-edsr": convert_basicsr_edsr,
     "basicsr-rcan": convert_basicsr_rcan, "mmsr-srresnet": convert_mmsr_srresnet,
     "classsr-carn-m": convert_classsr_carn_m, "classsr-fsrcnn": convert_classsr_fsrcnn,
-    "classsr": convert_classsr, "rfdn": convert_rfdn,
+    "classsr": convert_classsr, "rfdn": convert_rfdn, "rlfn": convert_rlfn, "bsrn": convert_bsrn,
 }
 
 # The tensor names that identify each layout (all must be present); checked in this order.
@@ -253,6 +278,8 @@ SIGNATURES = [
     ("classsr-carn-m", ("entry.weight", "b1.b1.body.0.weight", "upsample.up.body.0.weight")),
     ("classsr-fsrcnn", ("head_conv.0.weight", "body_conv.0.0.weight", "tail_conv.weight")),
     ("rfdn", ("fea_conv.weight", "B1.c1_d.weight", "LR_conv.weight")),
+    ("rlfn", ("conv_1.weight", "block_1.c1_r.weight", "block_1.esa.conv1.weight", "upsampler.0.weight")),
+    ("bsrn", ("fea_conv.pw.weight", "B1.c1_r.pw.weight", "c1.weight", "upsampler.upsampleOneStep.0.weight")),
 ]
 
 

@@ -70,3 +70,47 @@ def scale_init(modules, factor: float = 0.1):
                 layer.weight.data *= factor
                 if layer.bias is not None:
                     layer.bias.data.zero_()
+
+
+def plain_conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding)
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention (RFANet) as RFDN and BSRN use it: a 1x1 squeeze to nf / 4, a strided 3x3
+    conv and a 7x7/3 max-pool, three 3x3 convs, bilinear upsampling, a 1x1 expand and a sigmoid gate.
+    ``conv3x3(in, out, stride, padding)`` builds the 3x3 convs (BSRN: blueprint separable), ``act`` is
+    their activation (RFDN: ReLU; BSRN: GELU)."""
+
+    def __init__(self, nf: int, conv3x3=plain_conv3x3, act=torch.relu):
+        super().__init__()
+        f = nf // 4
+        self.conv1 = nn.Conv2d(nf, f, 1)
+        self.conv_f = nn.Conv2d(f, f, 1)
+        self.conv_max = conv3x3(f, f)
+        self.conv2 = conv3x3(f, f, 2, 0)
+        self.conv3 = conv3x3(f, f)
+        self.conv3_ = conv3x3(f, f)
+        self.conv4 = nn.Conv2d(f, nf, 1)
+        self.act = act
+
+    def forward(self, x):
+        c1_ = self.conv1(x)
+        v = self.act(self.conv_max(nn.functional.max_pool2d(self.conv2(c1_), kernel_size=7, stride=3)))
+        c3 = self.conv3_(self.act(self.conv3(v)))
+        c3 = nn.functional.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+
+
+class CCA(nn.Module):
+    """Contrast-aware channel attention (IMDN): (std + mean) per channel -> squeeze-excite gate."""
+
+    def __init__(self, nf: int, reduction: int = 4):
+        super().__init__()
+        self.conv_du = nn.Sequential(nn.Conv2d(nf, nf // reduction, 1), nn.ReLU(inplace=True),
+                                     nn.Conv2d(nf // reduction, nf, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
+        return x * self.conv_du(std + mean)

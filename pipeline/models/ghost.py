@@ -152,12 +152,22 @@ class GhostConv(nn.Module):
         return out if self._identity_perm else out.index_select(1, self.perm)
 
 
-def ghost_layers(model: nn.Module) -> list[str]:
-    """Default targets: the two body convs of every residual block (as GhostSR's EDSR)."""
+LAYER_RULES = ("resblocks", "conv3x3")
+
+
+def ghost_layers(model: nn.Module, rule: str = "resblocks") -> list[str]:
+    """The convs a rule picks: ``resblocks`` (default), the two body convs of every residual block, as
+    GhostSR's EDSR; ``conv3x3``, every plain 3x3 stride-1 conv with as many outputs as inputs (the body
+    of any network: RLFN, RFDN, IMDN-like ones; not the first conv, the upsampler or strided ones)."""
+    if rule not in LAYER_RULES:
+        raise ValueError(f"ghost: unknown layer rule '{rule}'; rules: {', '.join(LAYER_RULES)}")
     names = []
     for name, m in model.named_modules():
-        if isinstance(m, ResBlock):
+        if rule == "resblocks" and isinstance(m, ResBlock):
             names += [f"{name}.conv1", f"{name}.conv2"]
+        elif (rule == "conv3x3" and type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.stride == (1, 1)
+              and m.groups == 1 and m.in_channels == m.out_channels):
+            names.append(name)
     return names
 
 

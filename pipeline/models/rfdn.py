@@ -7,49 +7,13 @@ RFDN parameter counts. ``img_range=255`` serves weights trained on 0-255 input (
 the model still takes and returns [0, 1], like every model here.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.common import conv
+from pipeline.models.common import CCA, ESA, conv
 
 
 def lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(0.05, inplace=True)
-
-
-class ESA(nn.Module):
-    def __init__(self, nf: int):
-        super().__init__()
-        f = nf // 4
-        self.conv1 = nn.Conv2d(nf, f, 1)
-        self.conv_f = nn.Conv2d(f, f, 1)
-        self.conv_max = conv(f, f)
-        self.conv2 = nn.Conv2d(f, f, 3, stride=2, padding=0)
-        self.conv3 = conv(f, f)
-        self.conv3_ = conv(f, f)
-        self.conv4 = nn.Conv2d(f, nf, 1)
-
-    def forward(self, x):
-        c1_ = self.conv1(x)
-        c1 = F.max_pool2d(self.conv2(c1_), kernel_size=7, stride=3)
-        v = F.relu(self.conv_max(c1))
-        c3 = self.conv3_(F.relu(self.conv3(v)))
-        c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
-
-
-class CCA(nn.Module):
-    """Contrast-aware channel attention (IMDN): (std + mean) per channel -> squeeze-excite gate."""
-
-    def __init__(self, nf: int, reduction: int = 4):
-        super().__init__()
-        self.conv_du = nn.Sequential(nn.Conv2d(nf, nf // reduction, 1), nn.ReLU(inplace=True),
-                                     nn.Conv2d(nf // reduction, nf, 1), nn.Sigmoid())
-
-    def forward(self, x):
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
-        return x * self.conv_du(std + mean)
 
 
 class RFDB(nn.Module):
