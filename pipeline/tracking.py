@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +92,12 @@ def params_hash(params) -> str:
     return hashlib.sha256(json.dumps(as_flat_dict(params), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def mlflow_key(key: str) -> str:
+    """``key`` with the characters MLflow refuses in param and metric names (anything but alphanumerics,
+    ``_ - . :`` / and spaces: e.g. the parentheses of "E-RFDN official (AIM 2020)") made ``_``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
 class Tracker:
     """What a stage logs through. The no-op instance (``active=False``) serves non-main processes."""
 
@@ -104,8 +111,9 @@ class Tracker:
     def log_metrics(self, metrics: dict, step: int | None = None):
         """Numbers, and the numbers of nested dicts as ``outer/inner`` (e.g. ``budget_1/psnr``)."""
         if self.active:
-            clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            clean.update({f"{k}/{m}": float(v) for k, d in metrics.items() if isinstance(d, dict)
+            clean = {mlflow_key(k): float(v) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            clean.update({mlflow_key(f"{k}/{m}"): float(v) for k, d in metrics.items() if isinstance(d, dict)
                           for m, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             self.mlflow.log_metrics(clean, step=step, synchronous=False)
 
@@ -131,7 +139,7 @@ class Tracker:
         """A nested run (one per compared variant) with the same metric keys, for the Compare view."""
         if self.active:
             with self.mlflow.start_run(run_name=name, nested=True, tags={"variant": name, "stage": "evaluate"}):
-                self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+                self.mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items() if v == v})
 
 
 @contextmanager
@@ -161,7 +169,8 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
         if tags.get("dvc_exp_name") and not nested:
             run_name += f" [{tags['dvc_exp_name']}]"  # the experiment's runs side by side in the runs table
         run = mlflow.start_run(run_name=run_name, tags=tags, nested=nested)
-        flat = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in as_flat_dict(params).items()}
+        flat = {mlflow_key(k): (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                for k, v in as_flat_dict(params).items()}
         mlflow.log_params(flat)
     try:
         yield Tracker(mlflow, run.info.run_id)

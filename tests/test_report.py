@@ -159,3 +159,25 @@ def test_variant_table_is_an_mlflow_table_of_the_run(tmp_path, monkeypatch):
     table = mlflow.load_table("variants.json", run_ids=[run_id])
     assert table["variant"].tolist() == ["teacher", "ghost"] and table["gmacs_256"].tolist() == [6.5, 5.7]
     assert mlflow.MlflowClient(uri).get_experiment_by_name("sr-pipeline").tags[KIND_TAG] == MODEL_TRAINING
+
+
+def test_the_evaluate_section_and_variant_names_log_to_mlflow(tmp_path, monkeypatch, repo):
+    """The default's reference rows are named "E-RFDN official (AIM 2020)" and the like; MLflow refuses
+    parentheses in param and metric names, which stopped `evaluate` under tracking. Keys are made safe."""
+    import mlflow
+
+    from pipeline.params import load_section
+    from pipeline.tracking import stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PIPELINE_TRACKING", "1")
+    cfg = load_section("evaluate", path=repo / "params.yaml")
+    assert any("(" in name for name in cfg.references)
+    with stage_run("evaluate", cfg) as tracker:
+        tracker.log_metrics({"E-RFDN official (AIM 2020)": {"psnr": 32.155}})
+        tracker.child_run("E-RFDN official (AIM 2020)", {"Set5 (x4)_psnr": 32.155})
+        run_id = tracker.run_id
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    assert run.data.params["references.E-RFDN official _AIM 2020_.path"] == "assets/weights/e-rfdn-aim2020-x4.safetensors"
+    assert run.data.metrics["E-RFDN official _AIM 2020_/psnr"] == 32.155
