@@ -467,7 +467,7 @@ def textured_box(hr: np.ndarray, crop: int) -> tuple[int, int]:
 
 
 def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRInference, path, crop: int = 96,
-                 zoom: int = 3):
+                 zoom: int = 2):
     """The HR image with the crop's location marked, then each variant's crop of its most textured
     region (zoomed, with its PSNR on the crop), in two rows."""
     from PIL import Image, ImageDraw, ImageFont
@@ -498,4 +498,4 @@ def crops_figure(variants: list[Variant], pair, scale: int, inference: ClassSRIn
         draw.text((x + 2, y + 1), label, fill="black", font=font)
         draw.text((x + 2, y + 17), sub, fill="dimgray", font=font)
         sheet.paste(Image.fromarray(np.ascontiguousarray(img)).resize((side, side), Image.NEAREST), (x, y + label_h))
-    sheet.save(path)
+    sheet.save(path, optimize=True)  # git tracks it: kept well under 1 MB
