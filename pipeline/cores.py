@@ -6,7 +6,7 @@ A job's cores are the ones its process may run on (``taskset``, a cgroup cpuset,
 allocation) divided by ``PIPELINE_JOBS``, the number of jobs sharing them: set it once where a queue
 starts, ``PIPELINE_JOBS=2 dvc queue start -j 2`` (the queue's workers inherit it). A stage of N
 processes on one machine gives each process its N-th. Nothing here changes what a stage computes: the
-training batches depend only on (seed, rank, step), not on the thread or worker count.
+training batches depend only on (seed, step, sample), not on the thread or worker count.
 """
 from __future__ import annotations
 

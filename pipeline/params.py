@@ -296,7 +296,8 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 10
     num_workers: int = 1  # data-loading worker processes per training process
-    num_processes: int = 1  # accelerate processes (CPU: gloo ranks via torchrun)
+    num_processes: int = 1  # processes per machine (GPUs; on CPU: gloo ranks via torchrun)
+    num_machines: int = 1  # machines (nodes); each reads its rank from the scheduler's environment (pipeline.launch)
     init_from: str = ""  # a saved model folder, 'official:erfdn:<path>', or '' for random init
     # The pixel range the official recipe trains on: 255 for EDSR-PyTorch / MindSpore runs (CSD, PCL,
     # GhostSR, E-RFDN), 1 for BasicSR's (ClassSR). The loss is scaled by it and biases step at
@@ -312,7 +313,7 @@ class TrainConfig:
         check(self.grad_accum >= 1, f"{p}.grad_accum", "must be >= 1")
         check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0")
         check(0 <= self.ema_decay < 1, f"{p}.ema_decay", "must be in [0, 1)")
-        for k in ("val_every", "ckpt_every", "log_every", "num_processes"):
+        for k in ("val_every", "ckpt_every", "log_every", "num_processes", "num_machines"):
             check(getattr(self, k) > 0, f"{p}.{k}", "must be > 0")
         check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
         check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: an EDSR-PyTorch run, 1: BasicSR's)")
@@ -370,13 +371,15 @@ class ClassSRInference:
 class ClassifyPatches:
     batch_size: int = 256
     thresholds: list[float] = field(default_factory=list)  # [] = tertiles; else [low, high] dB
-    num_processes: int = 1
+    num_processes: int = 1  # per machine
+    num_machines: int = 1
 
     def validate(self, p):
         check(self.batch_size > 0, f"{p}.batch_size", "must be > 0")
         check(len(self.thresholds) in (0, 2) and (not self.thresholds or self.thresholds[0] < self.thresholds[1]),
               f"{p}.thresholds", "[] for tertiles, or [low, high] with low < high (ClassSR: [27.16882, 35.149761])")
         check(self.num_processes >= 1, f"{p}.num_processes", "must be >= 1")
+        check(self.num_machines >= 1, f"{p}.num_machines", "must be >= 1")
 
 
 @dataclass

@@ -48,11 +48,11 @@ def apply_overrides(params: dict, overrides: dict, where: str = "recipe") -> dic
 
 # keys whose value is a step count (shrunk to the smoke's steps), a batch size, a loader worker count
 STEP_KEYS = {"max_steps", "val_every", "ckpt_every", "log_every", "all_patches_steps"}
-BATCH_KEYS, WORKER_KEYS, PROCESS_KEYS = {"batch_size"}, {"num_workers"}, {"num_processes"}
+BATCH_KEYS, WORKER_KEYS, PROCESS_KEYS = {"batch_size"}, {"num_workers"}, {"num_processes", "num_machines"}
 
 
 def shrink(node, steps: int, batch: int, section: str = ""):
-    """In place: every step count to at most ``steps``, batch sizes to ``batch``, one process, no loader
+    """In place: every step count to at most ``steps``, batch sizes to ``batch``, one process on one machine, no loader
     workers (data prep: one, in-process)."""
     for key, value in list(node.items()) if isinstance(node, dict) else []:
         where = section or key

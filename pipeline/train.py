@@ -276,7 +276,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: 
         accelerator.register_for_checkpointing(obj)
     _resume(accelerator, ckpt_dir / "latest", fp, state, stage)
 
-    batches.rank = accelerator.process_index
+    batches.split(accelerator.process_index, accelerator.num_processes, cfg.grad_accum)
     loader = make_loader(batches, state.step * cfg.grad_accum, cfg.max_steps * cfg.grad_accum, cfg.num_workers)
     curve = None
     if accelerator.is_main_process:

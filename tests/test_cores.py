@@ -33,10 +33,10 @@ def test_a_job_gets_its_share_and_each_rank_its_part(eight_cores):
 
 
 def test_torchrun_ranks_get_their_threads(eight_cores):
-    from pipeline.launch import launch_command
+    from pipeline.launch import Launch, launch_command
 
     eight_cores.setenv("PIPELINE_JOBS", "2")
-    cmd, env = launch_command("stages.pretrain_teacher", [], 2, "no")
+    cmd, env = launch_command("stages.pretrain_teacher", [], Launch(2))
     assert "torch.distributed.run" in cmd and env["OMP_NUM_THREADS"] == "2"
 
 

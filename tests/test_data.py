@@ -80,11 +80,29 @@ def test_loader_yields_aligned_seeded_pairs(photo_folder, tmp_path):
 
     down = imresize(hr, 0.25)
     assert (down - lr)[..., 2:-2, 2:-2].abs().mean() < 0.01
-    # the stream is a function of (seed, rank, step): resumable and identical across worker counts
+    # the stream is a function of (seed, step): resumable and identical across worker counts
     again = list(make_loader(batches, 4, 7, num_workers=2))
     assert all(torch_equal(a, b) for a, b in zip(again[1], batches[5]))
-    other_rank = PatchBatches(shards, 4, 12, seed=3, rank=1)[5]
-    assert not torch_equal(other_rank[0], lr)
+
+
+def test_processes_and_accumulation_split_the_same_global_batch(photo_folder, tmp_path):
+    """2 processes x batch 2, and grad_accum 2 x batch 2, see exactly batch 4's samples of each step."""
+    import torch
+
+    write_shards(folder_refs(photo_folder), ExtractSpec([4], 96, 48, 0), tmp_path / "s", 10, 1, "x")
+    shards = PairShards(tmp_path / "s", 4)
+    whole = PatchBatches(shards, 4, 12, seed=3)
+    ranks = [PatchBatches(shards, 2, 12, seed=3).split(r, 2, 1) for r in (0, 1)]
+    accumulated = PatchBatches(shards, 2, 12, seed=3).split(0, 1, 2)
+    for step in (0, 7):
+        lr, hr = whole[step]
+        by_rank = [torch.cat(t) for t in zip(ranks[0][step], ranks[1][step])]
+        by_micro = [torch.cat(t) for t in zip(accumulated[2 * step], accumulated[2 * step + 1])]
+        assert torch_equal(by_rank[0], lr) and torch_equal(by_rank[1], hr)
+        assert torch_equal(by_micro[0], lr) and torch_equal(by_micro[1], hr)
+    assert not torch_equal(ranks[1][3][0], ranks[0][3][0])  # ranks never repeat each other
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        whole.split(2, 2, 1)
 
 
 def torch_equal(a, b):

@@ -1,4 +1,5 @@
-"""The shared training loop: exact resume, NaN guard, 2-process CPU run, tracking."""
+"""The shared training loop: exact resume, NaN guard, gradient accumulation, tracking (distributed runs:
+test_multinode.py)."""
 import os
 import subprocess
 import sys
@@ -27,9 +28,11 @@ def tiny(tmp_path, monkeypatch):
     return make_tiny_project(tmp_path)
 
 
-def run_training(root, objective=None, ckpt="ckpt", ema=0.0):
+def run_training(root, objective=None, ckpt="ckpt", ema=0.0, **overrides):
     cfg = load_section("pretrain_teacher", PretrainTeacher, root / "params.yaml")
     cfg.train.ema_decay = ema
+    for key, value in overrides.items():
+        setattr(cfg.train, key, value)
     torch.manual_seed(cfg.train.seed)
     model = models.build("msrresnet", 4, nf=8, nb=1)
     shards = PairShards(root / "data/sr", 4)
@@ -123,19 +126,20 @@ def test_cosine_restart_schedule():
     assert [w(0), w(1), w(3), w(10)] == [0.25, 0.5, 1.0, 1.0]
 
 
+def test_gradient_accumulation_2_x_2_equals_batch_4(tiny):
+    """Two micro-batches of 2 with one optimizer step = one batch of 4: the same samples (the loader),
+    the same averaged gradient (loss / grad_accum), the same step and schedule."""
+    whole = run_training(tiny, ckpt="whole", batch_size=4).model.state_dict()
+    accumulated = run_training(tiny, ckpt="accum", batch_size=2, grad_accum=2)
+    assert accumulated.steps == 6
+    for k, v in whole.items():
+        torch.testing.assert_close(accumulated.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
 def _stage(root, env_extra=None, args=("pretrain_teacher", "stages.pretrain_teacher")):
     env = {**os.environ, "PYTHONPATH": REPO, **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.launch", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_two_process_cpu_run_completes(tmp_path):
-    root = make_tiny_project(tmp_path, train={"num_processes": 2, "max_steps": 4})
-    out = _stage(root, {"PIPELINE_TRACKING": "0"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "torch.distributed.run" in out.stdout and "2 processes (MULTI_CPU)" in out.stdout + out.stderr
-    assert (root / "models/teacher/model.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -235,21 +239,22 @@ def test_fresh_start_names_what_changed():
 def test_launcher_reads_typed_params_per_phase(tmp_path, monkeypatch):
     """Process counts come from the typed section: each finetune_classsr phase is its own launch, the
     hard branch's fine-tune settings apply to its launch."""
-    from pipeline.launch import launches
+    from pipeline.launch import Launch, launches
 
     params = yaml.safe_load(open(os.path.join(REPO, "params.yaml")))
     params["finetune_classsr"]["phases"] = ["classifier", "joint"]
     params["finetune_classsr"]["classifier"]["num_processes"] = 2
     params["finetune_classsr"]["joint"]["mixed_precision"] = "bf16"
     params["train_branch"]["hard_finetune"]["num_processes"] = 3
+    params["classify_patches"]["num_machines"] = 2
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     monkeypatch.setenv("PIPELINE_PARAMS", str(path))
     monkeypatch.chdir(REPO)
-    assert launches("finetune_classsr", []) == [(["classifier"], 2, "no"), (["joint"], 1, "bf16")]
-    assert launches("train_branch", ["hard"]) == [(["hard"], 3, "no")]
-    assert launches("train_branch", ["simple"]) == [(["simple"], 1, "no")]
-    assert launches("classify_patches", []) == [([], 1, "no")]
+    assert launches("finetune_classsr", []) == [(["classifier"], Launch(2)), (["joint"], Launch(1, 1, "bf16"))]
+    assert launches("train_branch", ["hard"]) == [(["hard"], Launch(3))]
+    assert launches("train_branch", ["simple"]) == [(["simple"], Launch(1))]
+    assert launches("classify_patches", []) == [([], Launch(1, 2))]
 
 
 def _official_and_ours():

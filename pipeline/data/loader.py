@@ -1,9 +1,16 @@
 """The training patch stream: an endless, seeded, resumable sequence of augmented LR/HR batches.
 
-Batch number ``k`` of rank ``r`` depends only on ``(seed, r, k)``: which sub-images, where the patch is
-cropped, and the flip / rotation. So a run resumed at step k continues with exactly the batches an
-uninterrupted run would have seen, on any number of loader workers, and ranks never repeat each
-other's stream. Counting is in iterations (steps), never epochs.
+Optimizer step ``k`` trains on a global batch of ``batch_size x processes x grad_accum`` samples, and
+sample ``i`` of it depends only on ``(seed, k, i)``: which sub-image, where the patch is cropped, the flip
+and rotation. Each process takes its own slice of every micro-batch. So
+
+- a run resumed at step k continues with exactly the batches an uninterrupted run would have seen, on
+  any number of loader workers;
+- N processes (on one machine or several) train on exactly the samples one process with N times the
+  batch sees, and ``grad_accum`` 2 x batch 8 on exactly batch 16's: the distributed and accumulated
+  runs compute the single-process step on the whole batch, up to float rounding.
+
+Counting is in iterations (steps), never epochs.
 """
 from __future__ import annotations
 
@@ -43,14 +50,16 @@ def _to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
 
 
 class PatchBatches(Dataset):
-    """Index = global step; item = that step's (lr, hr) batch for this rank, as float NCHW in [0, 1]."""
+    """Index = micro-step (optimizer step x grad_accum + micro-batch); item = this process's (lr, hr)
+    share of it, ``batch_size`` samples as float NCHW in [0, 1]."""
 
-    def __init__(self, shards, batch_size: int, lr_patch: int, seed: int, rank: int = 0, indices=None,
+    def __init__(self, shards, batch_size: int, lr_patch: int, seed: int, indices=None,
                  augment_data: bool = True, all_patches_until: int = 0):
         """``indices`` restricts sampling to a subset (e.g. one ClassSR class) from step
         ``all_patches_until`` on; earlier steps draw from every patch (a warm-up)."""
         self.shards, self.batch_size, self.lr_patch = shards, batch_size, lr_patch
-        self.seed, self.rank, self.augment = seed, rank, augment_data
+        self.seed, self.augment = seed, augment_data
+        self.rank, self.world, self.accum = 0, 1, 1
         self.all_indices = np.arange(len(shards))
         self.indices = self.all_indices if indices is None else np.asarray(indices)
         self.all_patches_until = all_patches_until
@@ -60,13 +69,27 @@ class PatchBatches(Dataset):
     def __len__(self):
         return 2**62  # endless; the sampler decides which steps are drawn
 
-    def __getitem__(self, step: int):
-        rng = np.random.default_rng([self.seed, self.rank, int(step)])
+    def split(self, rank: int, world: int, accum: int) -> "PatchBatches":
+        """Make this the share of process ``rank`` of ``world``, with ``accum`` micro-batches a step."""
+        if not 0 <= rank < world or accum < 1:
+            raise ValueError(f"rank {rank} of {world} processes, grad_accum {accum}")
+        self.rank, self.world, self.accum = rank, world, accum
+        return self
+
+    def sample_ids(self, micro: int) -> range:
+        """The positions in its step's global batch of micro-step ``micro``'s samples on this process:
+        micro-batches in order, each split across the processes by rank."""
+        part = micro % self.accum
+        first = (part * self.world + self.rank) * self.batch_size
+        return range(first, first + self.batch_size)
+
+    def __getitem__(self, micro: int):
+        step = int(micro) // self.accum
         pool = self.all_indices if step < self.all_patches_until else self.indices
-        picks = pool[rng.integers(0, len(pool), self.batch_size)]
         lrs, hrs = [], []
-        for i in picks:
-            lr, hr = self.shards.pair(i)
+        for i in self.sample_ids(int(micro)):
+            rng = np.random.default_rng([self.seed, step, i])
+            lr, hr = self.shards.pair(pool[rng.integers(0, len(pool))])
             lr, hr = random_patch(lr, hr, self.lr_patch, self.shards.scale, rng)
             if self.augment:
                 lr, hr = augment(lr, hr, rng)

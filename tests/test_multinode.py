@@ -1,0 +1,209 @@
+"""Distributed training as a cluster runs it, on one machine: the launcher's node settings, two
+"machines" on 127.0.0.1, and the maths (N processes = one process on the whole batch; a killed run
+resumes to the uninterrupted result)."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.launch import Launch, Node, launch_command, node, srun_command
+from pipeline.params import ParamError
+from tiny import make_tiny_project
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE = ["pretrain_teacher", "stages.pretrain_teacher"]
+# long enough that a kill after the first checkpoint lands mid-run
+TRAIN = {"max_steps": 150, "batch_size": 4, "ckpt_every": 10, "log_every": 10, "val_every": 150}
+MODEL = {"arch": "msrresnet", "kwargs": {"nf": 16, "nb": 2}, "scale": 4}
+KILL_ENDS_WITHIN_S = 60  # a dead machine's peers see its connections close and stop at once
+
+
+# ---- the node settings (fast) ----------------------------------------------------------------------
+
+def test_node_from_the_generic_environment():
+    assert node(2, {"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "29400"}) == Node(1, "10.0.0.5", 29400)
+    assert node(2, {"NODE_RANK": "0", "MASTER_ADDR": "h"}).port == 29500
+
+
+def test_node_from_slurm():
+    env = {"SLURM_NNODES": "3", "SLURM_NODEID": "2", "SLURM_JOB_NODELIST": "gpu[03-05]"}
+    assert node(3, env) == Node(2, "gpu03", 29500)
+    with pytest.raises(ParamError, match="num_machines is 2 but this SLURM allocation has 3 nodes"):
+        node(2, env)
+
+
+@pytest.mark.parametrize("env, named", [({"MASTER_ADDR": "h"}, "NODE_RANK"), ({"NODE_RANK": "0"}, "MASTER_ADDR"),
+                                        ({"NODE_RANK": "2", "MASTER_ADDR": "h"}, "must be 0 .. 1")])
+def test_missing_or_wrong_node_settings_are_named(env, named):
+    with pytest.raises(ParamError, match=named):
+        node(2, env)
+
+
+def test_cpu_and_cuda_commands_for_two_machines(monkeypatch):
+    env = {"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "29400", "PATH": os.environ["PATH"]}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cmd, out_env = launch_command("stages.x", ["a"], Launch(2, 2), env)
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "2", "--node_rank", "1",
+                       "--master_addr", "10.0.0.5", "--master_port", "29400", "-m", "stages.x", "a"]
+    assert out_env["ACCELERATE_USE_CPU"] == "1"
+    assert launch_command("stages.x", [], Launch(1, 2), env)[0][3:5] == ["--nproc_per_node", "1"]  # 1 per machine
+    assert launch_command("stages.x", [], Launch(1, 1), env)[0] == []  # one process: in this one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cmd, _ = launch_command("stages.x", [], Launch(4, 2, "bf16"), env)
+    joined = " ".join(cmd)
+    assert "accelerate.commands.launch" in joined and "--num_processes 8 --mixed_precision bf16" in joined
+    assert "--num_machines 2 --machine_rank 1 --main_process_ip 10.0.0.5 --main_process_port 29400" in joined
+
+
+def test_srun_starts_the_launcher_once_per_node():
+    cmd, env = srun_command("ghost", "stages.ghost", [], 4, {"PIPELINE_SRUN": "1", "SLURM_JOB_NODELIST": "n1,n2"})
+    assert cmd[:6] == ["srun", "--nodes", "4", "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
+    assert cmd[-4:] == ["-m", "pipeline.launch", "ghost", "stages.ghost"]
+    assert "PIPELINE_SRUN" not in env and env["MASTER_ADDR"] == "n1" and env["MASTER_PORT"] == "29500"
+
+
+@pytest.mark.slow
+def test_two_machines_without_a_node_rank_stop_before_any_work(tmp_path):
+    root = make_tiny_project(tmp_path, train={"num_machines": 2})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "NODE_RANK", "MASTER_"))}
+    out = subprocess.run([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "0"}, timeout=120)
+    assert out.returncode == 2 and "set NODE_RANK (or SLURM_NODEID) and MASTER_ADDR" in out.stderr
+    assert not (root / "checkpoints").exists()
+
+
+# ---- runs on loopback (slow) -----------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    """One thread a process in every run: a float sum's order depends on the thread count, and the
+    rounding differences grow over Adam steps (two machines of one process would use 2 threads each)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "NODE_RANK", "MASTER_"))}
+    return {**env, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "0", "OMP_NUM_THREADS": "1", **extra}
+
+
+def _project(root: Path, **train) -> Path:
+    return make_tiny_project(root, train={**TRAIN, **train}, model=MODEL)
+
+
+def _run(root: Path, env: dict, timeout=300):
+    out = subprocess.run([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def _weights(root: Path) -> dict:
+    return load_file(str(root / "models/teacher/model.safetensors"))
+
+
+def _assert_close(a: dict, b: dict, tol: float):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=tol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> dict:
+    """The reference: one machine, two processes of batch 4."""
+    root = _project(tmp_path_factory.mktemp("two_processes"), num_processes=2)
+    assert "2 processes (MULTI_CPU)" in _run(root, _env())
+    return _weights(root)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
+    """The same samples (the loader's global batch) and the gradient averaged over the ranks: two steps
+    agree to float rounding (over many Adam steps rounding grows, ~1e-5 after 30)."""
+    two = _project(tmp_path / "two", num_processes=2, max_steps=2)
+    one = _project(tmp_path / "one", batch_size=8, max_steps=2)
+    _run(two, _env())
+    _run(one, _env())
+    _assert_close(_weights(one), _weights(two), 1e-6)
+
+
+@pytest.mark.slow
+def test_two_machines_started_by_srun_equal_one_machine(two_processes, tmp_path):
+    """scripts/slurm/dag.sbatch's path: the launcher on the first node starts itself on each node with
+    srun (here a stand-in that starts the nodes on this machine), each reads SLURM_NODEID."""
+    root = _project(tmp_path, num_machines=2)
+    env = _env(PIPELINE_SRUN="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+               PATH=f"{REPO / 'tests/fixtures'}:{os.environ['PATH']}")
+    log = _run(root, env)
+    assert "launch: srun --nodes 2" in log and "--nnodes 2 --node_rank 1" in log
+    _assert_close(_weights(root), two_processes, 1e-6)
+
+
+def _start_node(root: Path, rank: int, port: int, mlflow_db: Path) -> subprocess.Popen:
+    env = _env(NODE_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PIPELINE_TRACKING="1",
+               MLFLOW_TRACKING_URI=f"sqlite:///{mlflow_db}")
+    return subprocess.Popen([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_machine(proc: subprocess.Popen):
+    """SIGKILL a node's launcher and everything under it, as a machine's loss ends them all (torchrun
+    starts its ranks in sessions of their own, so the launcher's process group is not enough)."""
+    import psutil
+
+    tree = psutil.Process(proc.pid)
+    for p in [tree, *tree.children(recursive=True)]:
+        p.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(two_processes, tmp_path):
+    """Two machines on 127.0.0.1, one process each. Machine 1 has its own folder except the checkpoints
+    (on a cluster the whole project is on a shared filesystem; here only what rank 1 must write is
+    shared, so the test sees that it writes nothing else). Machine 1 is killed after the first
+    checkpoint; machine 0 must stop, not hang; both rerun; the run resumes and ends at the model of the
+    uninterrupted one-machine run, written once, with one MLflow run."""
+    main = _project(tmp_path / "machine0", num_machines=2)
+    other = _project(tmp_path / "machine1", num_machines=2)
+    (main / "checkpoints").mkdir()
+    (other / "checkpoints").symlink_to(main / "checkpoints")
+    port = _free_port()
+    nodes = [_start_node(main, 0, port, main / "mlflow.db"), _start_node(other, 1, port, other / "mlflow.db")]
+    fingerprint = main / "checkpoints/pretrain_teacher/latest/fingerprint.json"
+    deadline = time.time() + 240
+    while not fingerprint.exists():
+        assert all(p.poll() is None for p in nodes) and time.time() < deadline, "a node ended before the checkpoint"
+        time.sleep(0.01)
+    _kill_machine(nodes[1])
+    start = time.time()
+    code, log = _finish(nodes[0], KILL_ENDS_WITHIN_S)
+    assert code != 0 and time.time() - start < KILL_ENDS_WITHIN_S
+    assert not (main / "models/teacher").exists(), "the kill came after the end: make the run longer"
+
+    port = _free_port()
+    nodes = [_start_node(main, 0, port, main / "mlflow.db"), _start_node(other, 1, port, other / "mlflow.db")]
+    results = [_finish(p, 300) for p in nodes]
+    assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
+    assert "resuming from" in results[0][1] and "2 processes (MULTI_CPU)" in results[0][1]
+    _assert_close(_weights(main), two_processes, 1e-6)
+
+    # global rank 0 wrote the model, metrics, curve and MLflow run; machine 1 only its checkpoint share
+    assert not any((other / d).exists() for d in ("models", "metrics", "plots", "mlflow.db"))
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{main / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sr-pipeline").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].info.run_name == "pretrain_teacher"
