@@ -43,17 +43,6 @@ from pipeline.params import ParamError, load_section
 from pipeline.stage import stop_with_parent
 
 
-def launches(section: str, args: list[str]) -> list[tuple[list[str], "Launch"]]:
-    """(stage args, launch settings) of each launch the stage's section asks for."""
-    cfg = load_section(section)
-    if hasattr(cfg, "launches"):
-        plan = cfg.launches(list(args))
-    else:
-        plan = [(list(args), getattr(cfg, "train", cfg))]
-    return [(a, Launch(int(getattr(c, "num_processes", 1)), int(getattr(c, "num_machines", 1)),
-                       str(getattr(c, "mixed_precision", "no")))) for a, c in plan]
-
-
 @dataclass
 class Launch:
     processes: int  # per machine
@@ -68,17 +57,28 @@ class Node:
     port: int
 
 
+def launches(section: str, args: list[str]) -> list[tuple[list[str], Launch]]:
+    """(stage args, launch settings) of each launch the stage's section asks for."""
+    cfg = load_section(section)
+    if hasattr(cfg, "launches"):
+        plan = cfg.launches(list(args))
+    else:
+        plan = [(list(args), getattr(cfg, "train", cfg))]
+    return [(a, Launch(int(getattr(c, "num_processes", 1)), int(getattr(c, "num_machines", 1)),
+                       str(getattr(c, "mixed_precision", "no")))) for a, c in plan]
+
+
 DEFAULT_PORT = 29500
 
 
 def node(machines: int, env: dict) -> Node:
     """This machine's node rank and the main machine's address and port, from the scheduler's
     environment; a clear error (before any work) when one is missing or contradicts the params."""
-    slurm_nodes = env.get("SLURM_NNODES")
+    slurm_nodes = env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES")  # an srun step's, else the job's
     if slurm_nodes and slurm_nodes.isdigit() and int(slurm_nodes) != machines:
-        raise ParamError(f"num_machines is {machines} but this SLURM allocation has {slurm_nodes} nodes "
-                         f"(SLURM_NNODES): set num_machines to {slurm_nodes} (dvc exp run -S ...) or allocate "
-                         f"{machines} nodes")
+        raise ParamError(f"num_machines is {machines} but SLURM runs this on {slurm_nodes} nodes "
+                         f"(SLURM_STEP_NUM_NODES / SLURM_NNODES): set num_machines to {slurm_nodes} "
+                         f"(dvc exp run -S ...) or run it on {machines} nodes")
     rank = env.get("NODE_RANK", env.get("SLURM_NODEID", ""))
     addr = env.get("MASTER_ADDR") or _first_slurm_host(env)
     missing = [name for name, value in [("NODE_RANK (or SLURM_NODEID)", rank), ("MASTER_ADDR", addr)] if not value]

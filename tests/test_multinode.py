@@ -35,8 +35,9 @@ def test_node_from_the_generic_environment():
 def test_node_from_slurm():
     env = {"SLURM_NNODES": "3", "SLURM_NODEID": "2", "SLURM_JOB_NODELIST": "gpu[03-05]"}
     assert node(3, env) == Node(2, "gpu03", 29500)
-    with pytest.raises(ParamError, match="num_machines is 2 but this SLURM allocation has 3 nodes"):
+    with pytest.raises(ParamError, match="num_machines is 2 but SLURM runs this on 3 nodes"):
         node(2, env)
+    assert node(2, {**env, "SLURM_STEP_NUM_NODES": "2", "SLURM_NODEID": "1"}).rank == 1  # a 2-node step of 3
 
 
 @pytest.mark.parametrize("env, named", [({"MASTER_ADDR": "h"}, "NODE_RANK"), ({"NODE_RANK": "0"}, "MASTER_ADDR"),
