@@ -38,7 +38,7 @@ def exp_metrics(root, file: str = "metrics/summary.json") -> dict:
 
 def test_queued_experiments_run_side_by_side_and_rerun_only_their_stages(project):
     root = project
-    sh("dvc exp run --queue -n q-ghost -S ghost.train.max_steps=4", root)
+    sh("dvc exp run --queue -n q-ghost -S ghost.ratio=0.25", root)
     sh("dvc exp run --queue -n q-pcl -S distill_pcl.alpha=0", root)
     sh("PIPELINE_JOBS=2 dvc queue start -j 2", root, tracking=True)
     status = wait_for_queue(root)
@@ -57,8 +57,9 @@ def test_queued_experiments_run_side_by_side_and_rerun_only_their_stages(project
         summary, variants = shown[name], full[name]["variants"]
         assert summary["psnr"]["Set5"] == {v: m["Set5_psnr"] for v, m in variants.items()}
         assert summary["flops_vs_teacher"]["teacher"] == 1.0 and "CSD_Set5" in summary["claims"]
-    # the ghost experiment changed the ghost row only; the PCL one the PCL row only
-    assert shown["q-ghost"]["psnr"]["Set5"]["ghost"] != shown["q-pcl"]["psnr"]["Set5"]["ghost"]
+    # the ghost experiment changed the ghost row only (its ratio: fewer intrinsic filters, fewer FLOPs; a
+    # PSNR difference is no test at this size: the tiny network's outputs can round to the same bytes)
+    assert shown["q-ghost"]["flops_vs_teacher"]["ghost"] < shown["q-pcl"]["flops_vs_teacher"]["ghost"]
     assert shown["q-ghost"]["psnr"]["Set5"]["teacher"] == shown["q-pcl"]["psnr"]["Set5"]["teacher"]
 
     # the Pareto fronts of both experiments in one plot
