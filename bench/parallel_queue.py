@@ -10,6 +10,7 @@ PIPELINE_JOBS (every job on every core: what the setting prevents).
     python bench/parallel_queue.py [--steps 60] [--unshared]
 """
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("PIPELINE_LATENCY_SIDE", "128")  # evaluate's own latency input, not the tests' 32x32
 from dag import clone_of_this_checkout, reduce, sh, stages_run, wait_for_queue  # noqa: E402
 
 
