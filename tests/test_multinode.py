@@ -1,6 +1,7 @@
 """Distributed training as a cluster runs it, on one machine: the launcher's node settings, two
 "machines" on 127.0.0.1, and the maths (N processes = one process on the whole batch; a killed run
 resumes to the uninterrupted result)."""
+import csv
 import os
 import signal
 import socket
@@ -176,7 +177,8 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     (on a cluster the whole project is on a shared filesystem; here only what rank 1 must write is
     shared, so the test sees that it writes nothing else). Machine 1 is killed after the first
     checkpoint; machine 0 must stop, not hang; both rerun; the run resumes and ends at the model of the
-    uninterrupted one-machine run, written once, with one MLflow run."""
+    uninterrupted one-machine run, written once, with one MLflow run and the whole training curve (the
+    single-process crash and resume: test_train.py)."""
     main = _project(tmp_path / "machine0", num_machines=2)
     other = _project(tmp_path / "machine1", num_machines=2)
     (main / "checkpoints").mkdir()
@@ -193,6 +195,7 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     code, log = _finish(nodes[0], KILL_ENDS_WITHIN_S)
     assert code != 0 and time.time() - start < KILL_ENDS_WITHIN_S
     assert not (main / "models/teacher").exists(), "the kill came after the end: make the run longer"
+    (main / "plots/train/pretrain_teacher.csv").unlink()  # DVC deletes a stage's outputs before it reruns it
 
     port = _free_port()
     nodes = [_start_node(main, 0, port, main / "mlflow.db"), _start_node(other, 1, port, other / "mlflow.db")]
@@ -200,6 +203,8 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
     assert "resuming from" in results[0][1] and "2 processes (MULTI_CPU)" in results[0][1]
     _assert_close(_weights(main), two_processes, 1e-6)
+    with open(main / "plots/train/pretrain_teacher.csv") as f:  # the curve whole: its first rows came from the checkpoint
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(10, TRAIN["max_steps"] + 1, 10))
 
     # global rank 0 wrote the model, metrics, curve and MLflow run; machine 1 only its checkpoint share
     assert not any((other / d).exists() for d in ("models", "metrics", "plots", "mlflow.db"))

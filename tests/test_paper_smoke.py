@@ -65,6 +65,9 @@ def smoke_params(root):
     params["prepare_sr"]["source"] = ["data/raw/DIV2K_train_HR", "data/raw/Flickr2K_HR"]
     params["distill_csd"]["vgg_weights"] = "data/raw/pretrained/vgg19.safetensors"
     params["prepare_test"]["sample"] = False
+    # ClassSR's five rescales make 5x the patches for the paper-width teacher to classify (36 s of the smoke
+    # here); one keeps every code path (the rescaled set is tested in test_data.py)
+    params["prepare_classsr"]["rescales"] = [1.0]
     params["prepare_test"]["benchmarks"] = ["Set5"]  # the only benchmark this layout generates
     params["classify_patches"]["thresholds"] = []  # the official MSRResNet's 27.17 / 35.15 dB do not fit a 1-step teacher
     for section in ("ghost", "compose_classsr"):  # bf16 autocast on a CPU without bf16 units: ~10x slower

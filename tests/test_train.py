@@ -188,43 +188,6 @@ def test_forced_rerun_of_a_finished_stage_keeps_its_whole_curve(tiny, capsys):
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
-@pytest.mark.slow
-def test_killed_stage_reruns_to_the_same_model_and_whole_curve(tmp_path):
-    """A real SIGKILL of the stage's process after its first checkpoint, then a rerun, as after a crash
-    (with the plot file deleted, as DVC does before it reruns a stage)."""
-    import signal
-    import time
-
-    # ~30 ms a step: the kill lands a few seconds before the end
-    train_cfg = {"max_steps": 150, "batch_size": 4, "ckpt_every": 10, "log_every": 5, "val_every": 150}
-    model = {"arch": "msrresnet", "kwargs": {"nf": 16, "nb": 2}, "scale": 4}
-    killed = make_tiny_project(tmp_path / "killed", train=train_cfg, model=model)
-    reference = make_tiny_project(tmp_path / "whole", train=train_cfg, model=model)
-    env = {**os.environ, "PYTHONPATH": REPO, "PIPELINE_TRACKING": "0"}
-    cmd = [sys.executable, "-m", "pipeline.launch", "pretrain_teacher", "stages.pretrain_teacher"]
-    proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    fingerprint = killed / "checkpoints/pretrain_teacher/latest/fingerprint.json"
-    deadline = time.time() + 240
-    while not fingerprint.exists():
-        assert proc.poll() is None and time.time() < deadline, "the stage ended before its first checkpoint"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "models/teacher").exists(), "the kill came after the end: make the run longer"
-    (killed / "plots/train/pretrain_teacher.csv").unlink(missing_ok=True)
-
-    rerun = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming from" in rerun.stdout
-    whole = subprocess.run(cmd, cwd=reference, env=env, capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    a = load_file(str(killed / "models/teacher/model.safetensors"))
-    b = load_file(str(reference / "models/teacher/model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _curve_steps(killed / "plots/train/pretrain_teacher.csv") == list(range(5, 151, 5))
-
-
 def test_fresh_start_names_what_changed():
     from pipeline.train import why_not_resumable
 
