@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,18 @@ def class_weighted_flops(model, classes: np.ndarray, flops: list[float]) -> floa
     return float(np.dot(counts, flops) / counts.sum()) + classifier_flops(model)
 
 
+_BRANCH_FLOPS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def branch_flops(model, patch: int = 32) -> list[float]:
-    """FLOPs (2 x MACs) of each ClassSR branch on one ``patch`` x ``patch`` LR patch."""
-    return [2.0 * count_macs(b, (1, 3, patch, patch)) for b in model.branches]
+    """FLOPs (2 x MACs) of each ClassSR branch on one ``patch`` x ``patch`` LR patch.
+
+    Counted once per model and patch size (a count runs each branch: at the papers' widths, per image of
+    a test set, that was a third of evaluate's time); a module keeps its structure once built."""
+    counted = _BRANCH_FLOPS.setdefault(model, {})
+    if patch not in counted:
+        counted[patch] = [2.0 * count_macs(b, (1, 3, patch, patch)) for b in model.branches]
+    return list(counted[patch])
 
 
 def apply_budget(probs: torch.Tensor, flops: list[float], budget: float) -> torch.Tensor:

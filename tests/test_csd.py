@@ -74,10 +74,12 @@ def test_teacher_embedding_is_frozen_and_download_free():
     x = torch.rand(1, 3, 16, 16)
     feats = emb(x)
     assert len(feats) == 3 and all(not p.requires_grad for p in emb.parameters())
-    # head, then the teacher's first two residual blocks
+    # head, then the teacher's first two residual blocks, each after a 2x2 average pool (VGG's pyramid)
+    pool = torch.nn.functional.avg_pool2d
     with torch.no_grad():
         h = torch.nn.functional.leaky_relu(teacher.conv_first(x), 0.1)
-        assert torch.allclose(feats[0], h) and torch.allclose(feats[2], teacher.body[1](teacher.body[0](h)))
+        assert torch.allclose(feats[0], h) and feats[2].shape[-1] == 4
+        assert torch.allclose(feats[2], teacher.body[1](pool(teacher.body[0](pool(h, 2)), 2)))
     with pytest.raises(ValueError, match="7 stages need 6"):
         teacher_embedding(models.build("msrresnet", 4, nf=8, nb=5), 7)
 

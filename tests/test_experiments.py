@@ -3,7 +3,7 @@ stages and run side by side (`dvc queue start -j 2`), or run with `--temp`, reru
 change reaches and `evaluate` (the resume state is no DVC output, so the fresh workspace DVC makes for
 them does not count it as deleted); their metrics are in `dvc exp show`, their Pareto fronts in
 `dvc plots diff`, their MLflow runs FINISHED in the repository's store under their names; applying one
-leaves `dvc status` clean."""
+leaves `dvc status` clean (and params.yaml as `-S` rewrote it, still read by the stages)."""
 import json
 
 import pytest
@@ -72,6 +72,8 @@ def test_queued_experiments_run_side_by_side_and_rerun_only_their_stages(project
 
 
 def test_temp_experiment_reruns_only_its_stage(project):
+    """`dvc exp run --temp -S` in a fresh workspace; -S rewrites params.yaml the YAML 1.2 way
+    (mixed_precision: "no" loses its quotes), which the training stage must still read."""
     root = project
     out = sh("dvc exp run --temp -n t-rfdn -S train_rfdn.train.max_steps=4", root, tracking=True)
     assert stages_run(out) == {"train_rfdn", "evaluate"}, out[-3000:]
@@ -79,3 +81,7 @@ def test_temp_experiment_reruns_only_its_stage(project):
     assert "t-rfdn" in exp_metrics(root)
     sh("dvc exp apply t-rfdn", root)
     assert "up to date" in sh("dvc status", root)
+    assert "mixed_precision: no\n" in (root / "params.yaml").read_text()  # written the YAML 1.2 way
+    assert json.loads((root / "metrics/train_rfdn.json").read_text())["psnr"] > 0
+    with open(root / "plots/train/train_rfdn.csv") as f:
+        assert f.read().splitlines()[-1].startswith("4,")

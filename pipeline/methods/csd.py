@@ -88,10 +88,13 @@ def vgg19_embedding(path: str, param_name: str) -> FeatureStages:
 
 
 def teacher_embedding(teacher: nn.Module, num_stages: int = 3) -> FeatureStages:
-    """The frozen teacher's head and its first ``num_stages - 1`` residual blocks, one stage each.
+    """The frozen teacher's head and its first ``num_stages - 1`` residual blocks, one stage each, each
+    block at half the resolution of the stage before (a 2x2 average pool ahead of it).
 
-    Shallow on purpose, like VGG's early relu layers: the embedding runs at HR resolution on the
-    student, teacher and every negative, so each extra block costs a full HR-sized forward pass."""
+    Shaped like VGG's relu1_1 ... relu5_1 (one stage per resolution, each pooled by 2): the embedding
+    runs at HR size on the student, the teacher and every negative, and the teacher's blocks were
+    trained on LR-scale features. At full resolution the two blocks made CSD's step 2.5x its control's
+    (0.30 vs 0.12 s, HR 64, 2 threads); pooled, 1.6x (0.19 s)."""
     t = copy.deepcopy(teacher)
     if hasattr(t, "conv_first"):  # MSRResNet
         head = nn.Sequential(t.conv_first, nn.LeakyReLU(0.1))
@@ -103,7 +106,7 @@ def teacher_embedding(teacher: nn.Module, num_stages: int = 3) -> FeatureStages:
     if len(blocks) < num_stages - 1:
         raise ValueError(f"teacher embedding: {num_stages} stages need {num_stages - 1} residual blocks, "
                          f"the teacher has {len(blocks)}")
-    return FeatureStages([head] + blocks[:num_stages - 1])
+    return FeatureStages([head] + [nn.Sequential(nn.AvgPool2d(2), b) for b in blocks[:num_stages - 1]])
 
 
 class SumOfDistances(torch.autograd.Function):

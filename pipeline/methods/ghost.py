@@ -33,23 +33,25 @@ def kmeans(points: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torc
     n = len(x)
     if k >= n:
         return torch.arange(n)
-    centers = [x[torch.randint(n, (1,), generator=g)].squeeze(0)]
-    for _ in range(k - 1):
-        d = torch.cdist(x, torch.stack(centers)).min(dim=1).values ** 2
-        centers.append(x[torch.multinomial(d / d.sum() if d.sum() > 0 else torch.ones(n), 1, generator=g)].squeeze(0))
-    c = torch.stack(centers)
+    c = x.new_empty(k, x.shape[1])
+    c[0] = x[torch.randint(n, (1,), generator=g)]
+    nearest = torch.cdist(x, c[:1]).squeeze(1) ** 2  # squared distance to the nearest centre so far
+    for j in range(1, k):
+        weights = nearest / nearest.sum() if nearest.sum() > 0 else torch.ones(n)
+        c[j] = x[torch.multinomial(weights, 1, generator=g)]
+        nearest = torch.minimum(nearest, torch.cdist(x, c[j:j + 1]).squeeze(1) ** 2)
     for _ in range(iters):
         assign = torch.cdist(x, c).argmin(dim=1)
-        new = torch.stack([x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(k)])
+        counts = torch.bincount(assign, minlength=k)[:, None]
+        new = torch.where(counts > 0, torch.zeros_like(c).index_add_(0, assign, x) / counts.clamp_min(1), c)
         if torch.allclose(new, c):
             break
         c = new
-    # nearest member per cluster; an empty cluster takes the farthest unused point
-    dist = torch.cdist(c, x)
+    # nearest member per cluster; an empty cluster takes the nearest unused point
+    order = torch.argsort(torch.cdist(c, x), dim=1).tolist()
     chosen: list[int] = []
     for j in range(k):
-        order = torch.argsort(dist[j])
-        chosen.append(next(int(i) for i in order if int(i) not in chosen))
+        chosen.append(next(i for i in order[j] if i not in chosen))
     return torch.tensor(chosen)
 
 
