@@ -138,8 +138,8 @@ def test_csd_loss_equals_the_official_loss_on_the_0_255_scale():
 
 
 def test_sum_of_distances_equals_autograd_through_the_official_formula():
-    """The fused d_sn gives CSD's value and gradient: sum_k mean|N_k - S|, N_k broadcast over the batch."""
-    from pipeline.methods.csd import SumOfDistances
+    """d_sn as one L1 cdist gives CSD's value and gradient: sum_k mean|N_k - S|, N_k broadcast over the batch."""
+    from pipeline.methods.csd import sum_of_distances
 
     g = torch.Generator().manual_seed(0)
     s = torch.randn(4, 8, 12, 12, generator=g, dtype=torch.float64, requires_grad=True)
@@ -147,8 +147,8 @@ def test_sum_of_distances_equals_autograd_through_the_official_formula():
     weight = torch.randn((), generator=g, dtype=torch.float64)
     reference = sum((n[k:k + 1] - s).abs().mean() for k in range(len(n)))
     (want,) = torch.autograd.grad(weight * reference, s)
-    fused = SumOfDistances.apply(s, n)
+    fused = sum_of_distances(s, n)
     (got,) = torch.autograd.grad(weight * fused, s)
     assert fused.item() == pytest.approx(reference.item(), rel=1e-12)
     assert torch.allclose(got, want, rtol=0, atol=1e-15)
-    assert torch.autograd.gradcheck(lambda x: SumOfDistances.apply(x, n), (s,))
+    assert torch.autograd.gradcheck(lambda x: sum_of_distances(x, n), (s,))
