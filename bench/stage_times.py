@@ -3,6 +3,8 @@
     python bench/stage_times.py                      # the newest run of each stage in ./mlflow.db
     python bench/stage_times.py BEFORE AFTER         # two commits' repros (their runs' git_commit tag),
                                                      # stage by stage, with the ratio of the totals
+    python bench/stage_times.py BEFORE A1,A2         # a side may list commits: a repro that reran only
+                                                     # some stages at A2 counts the others' runs at A1
 
 A stage's time is its MLflow run's end - start (the training loop, the deliverable, its evaluation:
 not Python's start-up or DVC's hashing), the newest finished top-level run per stage name and commit.
@@ -15,8 +17,15 @@ import argparse
 import os
 
 
-def stage_seconds(store: str, commit: str | None) -> dict[str, float]:
-    """{stage: seconds} of the newest finished top-level run per stage (of ``commit`` if given)."""
+def stage_seconds(store: str, commits: str | None) -> dict[str, float]:
+    """{stage: seconds} of the newest finished top-level run per stage (of ``commits``, comma-separated
+    prefixes, if given: a stage's run at a later-listed commit replaces its run at an earlier one)."""
+    if commits and "," in commits:
+        out = {}
+        for commit in commits.split(","):
+            out.update(stage_seconds(store, commit))
+        return out
+    commit = commits
     import mlflow
 
     client = mlflow.MlflowClient(store)
