@@ -1,7 +1,8 @@
 """The DAG on a reduced config, in a clone with nothing beside it (as a user's machine): repro works and
 reports the protocol numbers on the carried Set5 and E-RFDN weights, a second repro runs nothing, a
-param change reruns only its stage and what depends on it, a code edit reruns exactly the stages that import it and never resumes a checkpoint of the old code, and the
-multi-process stages run with 2 CPU processes.
+param change reruns only its stage and what depends on it, a code edit reruns exactly the stages that
+import it and never resumes a checkpoint of the old code, and the multi-process stages run with 2 CPU
+processes.
 
 One reduced `dvc repro` (the session fixture ``reproduced``, tests/conftest.py) serves every test; each
 test works on its own copy (``project``)."""
