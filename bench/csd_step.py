@@ -1,11 +1,12 @@
 """CSD's training step against its control and the L1 student, side by side in one run (the issue's
-target: CSD's step <= 3x the L1 student's), and what the teacher embedding's pooling saves.
+target: CSD's step <= 3x the L1 student's), and what the teacher embedding's pooling and the default's
+32x32 embedding window (``distill_csd.embed_crop``) save.
 
     python bench/csd_step.py [--teacher models/teacher] [--steps 15]
 
 Each row is the median over ``--rounds`` rounds (the rows interleaved, so the machine's drift hits them
-alike) of the mean of ``--steps`` optimizer steps on one fixed random batch at the default's shapes: batch 16, CSD and its control on HR 64 patches, the L1 student on its HR 96 (and on HR
-64, the same pixels as CSD). Without models/teacher: an untrained MSRResNet nf 32 x 6 (the default's).
+alike) of the mean of ``--steps`` optimizer steps on one fixed random batch at the default's shapes: batch 8, 8 negatives, CSD and its control on HR 64
+patches, the L1 student on its HR 96 (and on HR 64, the same pixels as CSD). Without models/teacher: an untrained MSRResNet nf 32 x 6 (the default's).
 """
 import argparse
 import copy
@@ -22,8 +23,9 @@ from pipeline import models  # noqa: E402
 from pipeline.methods.csd import ContrastiveLoss, CSDObjective, FeatureStages, teacher_embedding  # noqa: E402
 from pipeline.models.slim import slim  # noqa: E402
 from pipeline.objective import Objective  # noqa: E402
+from pipeline.stage import keep_freed_memory  # noqa: E402
 
-WIDTH, NEG_NUM, WEIGHTS, RGB_RANGE = 0.25, 10, [0.25, 0.5, 1.0], 255.0
+WIDTH, BATCH, NEG_NUM, WEIGHTS, RGB_RANGE = 0.25, 8, 8, [0.25, 0.5, 1.0], 255.0
 
 
 def unpooled(embedding: FeatureStages) -> FeatureStages:
@@ -49,27 +51,30 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    keep_freed_memory()  # as every stage does
     if Path(args.teacher).is_dir():
         teacher, what = models.load(args.teacher), args.teacher
     else:
         torch.manual_seed(0)
         teacher, what = models.build("msrresnet", 4, nf=32, nb=6), "untrained MSRResNet nf 32 x 6"
     torch.manual_seed(0)
-    lr64, hr64 = torch.rand(16, 3, 16, 16), torch.rand(16, 3, 64, 64)
-    lr96, hr96 = torch.rand(16, 3, 24, 24), torch.rand(16, 3, 96, 96)
+    lr64, hr64 = torch.rand(BATCH, 3, 16, 16), torch.rand(BATCH, 3, 64, 64)
+    lr96, hr96 = torch.rand(BATCH, 3, 24, 24), torch.rand(BATCH, 3, 96, 96)
     pooled = teacher_embedding(teacher, len(WEIGHTS))
 
-    def csd(embedding, contra_lambda):
-        return CSDObjective(WIDTH, ContrastiveLoss(embedding, WEIGHTS), 4, NEG_NUM, 1.0, contra_lambda, RGB_RANGE)
+    def csd(embedding, contra_lambda, embed_crop=0):
+        return CSDObjective(WIDTH, ContrastiveLoss(embedding, WEIGHTS), 4, NEG_NUM, 1.0, contra_lambda, RGB_RANGE,
+                            embed_crop)
 
     rows = {
+        "CSD (pooled, 32x32 window), HR 64": (csd(pooled, 200, 32), copy.deepcopy(teacher), lr64, hr64),
         "CSD (pooled embedding), HR 64": (csd(pooled, 200), copy.deepcopy(teacher), lr64, hr64),
         "CSD (unpooled embedding), HR 64": (csd(unpooled(pooled), 200), copy.deepcopy(teacher), lr64, hr64),
         "control (contra_lambda 0), HR 64": (csd(pooled, 0), copy.deepcopy(teacher), lr64, hr64),
         "L1 student, HR 96 (its default)": (Objective(RGB_RANGE), slim(teacher, WIDTH), lr96, hr96),
         "L1 student, HR 64": (Objective(RGB_RANGE), slim(teacher, WIDTH), lr64, hr64),
     }
-    print(f"{what}; width {WIDTH}, {NEG_NUM} negatives, batch 16, {torch.get_num_threads()} threads")
+    print(f"{what}; width {WIDTH}, {NEG_NUM} negatives, batch {BATCH}, {torch.get_num_threads()} threads")
     rows = {name: (objective, model, torch.optim.Adam(model.parameters(), 1e-4), lr, hr)
             for name, (objective, model, lr, hr) in rows.items()}
     for row in rows.values():

@@ -5,6 +5,9 @@
                                                      # stage by stage, with the ratio of the totals
     python bench/stage_times.py BEFORE A1,A2         # a side may list commits: a repro that reran only
                                                      # some stages at A2 counts the others' runs at A1
+    python bench/stage_times.py 'C<2026-12-02T12:49' 'C>2026-12-02T12:49'
+                                                     # one commit's runs before / after a time (UTC): a
+                                                     # repro of uncommitted edits is tagged with HEAD
 
 A stage's time is its MLflow run's end - start (the training loop, the deliverable, its evaluation:
 not Python's start-up or DVC's hashing), the newest finished top-level run per stage name and commit.
@@ -25,7 +28,14 @@ def stage_seconds(store: str, commits: str | None) -> dict[str, float]:
         for commit in commits.split(","):
             out.update(stage_seconds(store, commit))
         return out
-    commit = commits
+    commit, bound = commits, None
+    if commits and ("<" in commits or ">" in commits):
+        op = "<" if "<" in commits else ">"
+        commit, when = commits.split(op)
+        from datetime import datetime, timezone
+
+        millis = datetime.fromisoformat(when).replace(tzinfo=timezone.utc).timestamp() * 1000
+        bound = (op, millis)
     import mlflow
 
     client = mlflow.MlflowClient(store)
@@ -38,6 +48,8 @@ def stage_seconds(store: str, commits: str | None) -> dict[str, float]:
                                   max_results=5000):
         tags = run.data.tags
         stage = tags.get("stage")
+        if bound and (run.info.start_time < bound[1]) != (bound[0] == "<"):
+            continue
         if stage and "mlflow.parentRunId" not in tags and stage not in out and run.info.end_time:
             out[stage] = (run.info.end_time - run.info.start_time) / 1000
     return out

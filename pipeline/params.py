@@ -504,10 +504,13 @@ class DistillCSD:
     embedding: Literal["vgg19", "teacher"] = "vgg19"  # 'teacher': download-free frozen teacher features
     vgg_weights: str = ""  # torchvision-format vgg19 state dict; '' = download into the torch cache
     layer_weights: list[float] = field(default_factory=lambda: [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0])
+    embed_crop: int = 0  # 0: the embedding sees the whole HR patch (CSD); N: one random N x N window of it
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, p):
         check(0 < self.width < 1, f"{p}.width", "must be in (0, 1)")
+        check(self.embed_crop == 0 or self.embed_crop >= 16, f"{p}.embed_crop",
+              "must be 0 (the whole patch) or >= 16 (VGG19 relu5_1 is 1/16 of its input)")
         check(self.neg_num >= 1, f"{p}.neg_num", "must be >= 1")
         check(self.neg_num <= self.train.batch_size, f"{p}.neg_num", "must be <= train.batch_size (CSD)")
         check(self.embedding != "vgg19" or len(self.layer_weights) == 5, f"{p}.layer_weights",

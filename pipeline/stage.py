@@ -87,6 +87,22 @@ def seed_everything(seed: int = 0):
     torch.manual_seed(seed)
 
 
+def keep_freed_memory():
+    """Keep freed memory in the process's heap (glibc): by default glibc returns large freed blocks to
+    the OS and trims the heap's top, so every CPU training step faults its activations' pages in again
+    (the default's teacher at batch 8: 20,000 page faults and a quarter of its step). Linux only."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free memory at the heap's top
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks under glibc's maximum, 32 MiB, come from the heap
+    except (OSError, AttributeError):  # another libc (musl): its allocator, as it is
+        pass
+
+
 def run(main):
     """Run a stage's ``main`` from a fixed seed on its share of the cores (:mod:`pipeline.cores`); user
     errors (bad params, bad input, unreachable tracking server) exit 2 with one clear line; SIGTERM and
@@ -100,6 +116,7 @@ def run(main):
     try:
         seed_everything()
         use_process_cores()
+        keep_freed_memory()
         if os.environ.get("PIPELINE_TRACKING", "1") != "0":
             check_server(tracking_uri())
         main()

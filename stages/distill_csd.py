@@ -40,7 +40,7 @@ def main():
     else:
         embedding = teacher_embedding(teacher, len(cfg.layer_weights))
     objective = CSDObjective(cfg.width, ContrastiveLoss(embedding, cfg.layer_weights), scale, cfg.neg_num,
-                             cfg.t_lambda, cfg.contra_lambda, cfg.train.rgb_range)
+                             cfg.t_lambda, cfg.contra_lambda, cfg.train.rgb_range, cfg.embed_crop)
     shards, pairs = PairShards("data/sr", scale), test_pairs(cfg.train.val_set, scale)
     validate = validator(pairs, scale)
     teacher_psnr = validate(teacher.eval())["psnr"]

@@ -152,3 +152,29 @@ def test_sum_of_distances_equals_autograd_through_the_official_formula():
     assert fused.item() == pytest.approx(reference.item(), rel=1e-12)
     assert torch.allclose(got, want, rtol=0, atol=1e-15)
     assert torch.autograd.gradcheck(lambda x: sum_of_distances(x, n), (s,))
+
+
+def test_embed_crop_gives_the_contrastive_loss_one_window_and_the_l1_terms_the_whole_patch():
+    """embed_crop (a CPU-budget departure): CL on the same random window of S, T and every negative, drawn
+    from the step's generator; L1 on the whole patch; 0 (CSD) embeds the whole patch."""
+    from pipeline.methods.csd import CSDObjective, same_window
+
+    torch.manual_seed(0)
+    weights = [0.5, 1.0]
+    contrastive = ContrastiveLoss(random_features(), weights)
+    s, t, hr, neg = (torch.rand(4, 3, 24, 24) for _ in range(4))
+    whole = CSDObjective(0.25, contrastive, 4, 3, 1.0, 200.0, 255.0)
+    cropped = CSDObjective(0.25, contrastive, 4, 3, 1.0, 200.0, 255.0, embed_crop=8)
+    loss, logs = cropped.total(s, t, hr, neg[:3], torch.Generator().manual_seed(5))
+    ws, wt, wn = same_window(8, torch.Generator().manual_seed(5), s, t, neg[:3])
+    (i, j), = [(i, j) for i in range(17) for j in range(17) if torch.equal(s[..., i:i + 8, j:j + 8], ws)]
+    assert torch.equal(wt, t[..., i:i + 8, j:j + 8]) and torch.equal(wn, neg[:3, :, i:i + 8, j:j + 8])  # one window
+    assert logs["contrastive"].item() == pytest.approx(contrastive(ws, wt, wn).item(), rel=1e-6)
+    assert logs["l1"].item() == pytest.approx(torch.nn.functional.l1_loss(s, hr).item(), rel=1e-6)
+    assert loss.item() == pytest.approx(255 * (logs["l1"] + logs["l1_teacher"]).item() + 200 * logs["contrastive"].item(),
+                                        rel=1e-5)
+    # another step's generator draws another window; 0 and a crop as large as the patch embed all of it
+    assert not torch.equal(same_window(8, torch.Generator().manual_seed(6), s)[0], ws)
+    full = whole.total(s, t, hr, neg[:3], torch.Generator().manual_seed(5))[1]["contrastive"]
+    assert full.item() == pytest.approx(contrastive(s, t, neg[:3]).item(), rel=1e-6)
+    assert same_window(24, torch.Generator(), s)[0] is s

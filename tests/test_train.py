@@ -280,3 +280,40 @@ def test_the_schedule_keeps_the_bias_group_at_lr_over_rgb_range():
     weights, biases = opt.param_groups
     assert all(n.endswith("bias") for n, p in ours.named_parameters() if any(p is q for q in biases["params"]))
     assert weights["lr"] == pytest.approx(5e-4) and biases["lr"] == pytest.approx(5e-4 / 255)
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from pipeline import models
+from pipeline.stage import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+torch.manual_seed(0)
+model = models.build("msrresnet", 4, nf=32, nb=2)
+opt = torch.optim.Adam(model.parameters(), 1e-4)
+x, y = torch.rand(8, 3, 24, 24), torch.rand(8, 3, 96, 96)
+def step():
+    loss = torch.nn.functional.l1_loss(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+step(); step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_stages_keep_freed_memory_so_a_cpu_step_does_not_fault_its_activations_in_again():
+    """pipeline.stage.run calls keep_freed_memory: with glibc's defaults each CPU training step returns
+    its activations to the OS and faults them in again (a quarter of the default teacher's step)."""
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True,
+                             check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return float(out.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 1000 and kept < default / 10, (default, kept)

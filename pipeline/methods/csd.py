@@ -139,9 +139,24 @@ class ContrastiveLoss(nn.Module):
         return loss
 
 
+def same_window(crop: int, generator: torch.Generator, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same random ``crop`` x ``crop`` window of each batch of images (all of one size); all of each
+    when ``crop`` is 0 or not smaller than them."""
+    h, w = images[0].shape[-2:]
+    if crop <= 0 or crop >= min(h, w):
+        return images
+    top = int(torch.randint(h - crop + 1, (1,), generator=generator))
+    left = int(torch.randint(w - crop + 1, (1,), generator=generator))
+    return tuple(x[..., top:top + crop, left:left + crop] for x in images)
+
+
 class CSDObjective(Objective):
     """rgb_range (L1(S) + t_lambda L1(T)) + contra_lambda CL(S; T, negatives): teacher (width 1) and student
     (width w, the same weights) train together; the deliverable is the slim student.
+
+    ``embed_crop`` > 0 (a departure, for CPU budgets; CSD embeds the whole HR patch): the contrastive loss
+    sees one random ``embed_crop``^2 window of each HR-size output, the same window of S, T and the
+    negatives, at full resolution; the L1 terms see the whole patch.
 
     The official code trains on 0-255 images, so its L1 terms are rgb_range (255) times ours on [0, 1]
     while CL, a ratio of distances in an embedding fed the same 0-255 images, is unchanged: scaling our
@@ -150,17 +165,20 @@ class CSDObjective(Objective):
     ``contra_lambda`` 0 is the paper's own control (its "J-T1" rows): the embedding is then not run."""
 
     def __init__(self, width: float, contrastive: ContrastiveLoss, scale: int, neg_num: int, t_lambda: float,
-                 contra_lambda: float, rgb_range: float = 255.0):
+                 contra_lambda: float, rgb_range: float = 255.0, embed_crop: int = 0):
         self.width, self.contrastive, self.scale, self.neg_num = width, contrastive, scale, neg_num
         self.t_lambda, self.contra_lambda, self.rgb_range = t_lambda, contra_lambda, rgb_range
+        self.embed_crop = embed_crop
 
-    def total(self, student_sr, teacher_sr, hr_img, negatives):
-        """The loss of one batch from its outputs (all on [0, 1]), and the logged terms."""
+    def total(self, student_sr, teacher_sr, hr_img, negatives, generator: torch.Generator | None = None):
+        """The loss of one batch from its outputs (all on [0, 1]), and the logged terms; ``generator``
+        draws the embedding's window (``embed_crop``)."""
         l1_s, l1_t = F.l1_loss(student_sr, hr_img), F.l1_loss(teacher_sr, hr_img)
         loss = self.rgb_range * (l1_s + self.t_lambda * l1_t)
         if not self.contra_lambda:
             return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach()}
-        cl = self.contrastive(student_sr, teacher_sr, negatives)
+        windows = same_window(self.embed_crop, generator or torch.Generator(), student_sr, teacher_sr, negatives)
+        cl = self.contrastive(*windows)
         loss = loss + self.contra_lambda * cl
         return loss, {"l1": l1_s.detach(), "l1_teacher": l1_t.detach(), "contrastive": cl.detach()}
 
@@ -173,7 +191,7 @@ class CSDObjective(Objective):
         g = torch.Generator().manual_seed(step)
         idx = torch.randperm(self.neg_num, generator=g).to(lr_img.device)
         negatives = F.interpolate(lr_img[idx], scale_factor=self.scale, mode="bicubic").clamp(0, 1)
-        return self.total(student_sr, teacher_sr, hr_img, negatives)
+        return self.total(student_sr, teacher_sr, hr_img, negatives, g)
 
     def deployed(self, model):
         return slim(getattr(model, "module", model), self.width).to(next(model.parameters()).device).eval()
