@@ -5,8 +5,9 @@ target: CSD's step <= 3x the L1 student's), and what the teacher embedding's poo
     python bench/csd_step.py [--teacher models/teacher] [--steps 15]
 
 Each row is the median over ``--rounds`` rounds (the rows interleaved, so the machine's drift hits them
-alike) of the mean of ``--steps`` optimizer steps on one fixed random batch at the default's shapes: batch 8, 8 negatives, CSD and its control on HR 64
-patches, the L1 student on its HR 96 (and on HR 64, the same pixels as CSD). Without models/teacher: an untrained MSRResNet nf 32 x 6 (the default's).
+alike) of the mean of ``--steps`` optimizer steps on one fixed random batch at the default's shapes:
+batch 8, 8 negatives, CSD and its control on HR 64 patches, the L1 student on its HR 96 (and on HR 64,
+the same pixels as CSD). Without models/teacher: an untrained MSRResNet nf 32 x 6 (the default's).
 """
 import argparse
 import copy
