@@ -128,3 +128,23 @@ def test_pcl_loss_equals_the_official_rcan_script_loss_on_the_0_255_scale():
         official = torch.nn.functional.l1_loss(sr255, hr * 255) + 5.0 * cl255
     assert loss.item() == pytest.approx(official.item(), rel=1e-4)
     assert objective.discriminator.training  # batch statistics for the SR loss, as released
+
+
+def test_features_stop_at_the_deepest_layer_and_equal_the_full_forward():
+    """The CL loss reads block 4: the three deeper blocks need not run. Same features and the same
+    gradient to the SR image as the full forward (train mode: batch statistics), fewer convolutions."""
+    torch.manual_seed(0)
+    d = WaveletDiscriminator().train()
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    full = d(x, (2, 4))[1]
+    (g_full,) = torch.autograd.grad(sum(f.square().sum() for f in full), x)
+    calls = []
+    hooks = [c.register_forward_hook(lambda *_: calls.append(1)) for c in d.convs]
+    cut = d.features(x, (2, 4))
+    for h in hooks:
+        h.remove()
+    (g_cut,) = torch.autograd.grad(sum(f.square().sum() for f in cut), x)
+    assert len(calls) == 5
+    for a, b in zip(full, cut):
+        assert torch.equal(a, b)
+    assert torch.allclose(g_full, g_cut, atol=1e-6)

@@ -93,8 +93,8 @@ def teacher_embedding(teacher: nn.Module, num_stages: int = 3) -> FeatureStages:
 
     Shaped like VGG's relu1_1 ... relu5_1 (one stage per resolution, each pooled by 2): the embedding
     runs at HR size on the student, the teacher and every negative, and the teacher's blocks were
-    trained on LR-scale features. At full resolution the two blocks made CSD's step 2.5x its control's
-    (0.30 vs 0.12 s, HR 64, 2 threads); pooled, 1.6x (0.19 s)."""
+    trained on LR-scale features. At full resolution the two blocks made CSD's step 2.4x its control's
+    (``bench/csd_step.py``, the whole HR 64 patch, batch 8, 8 negatives, 2 threads); pooled, 1.6x."""
     t = copy.deepcopy(teacher)
     if hasattr(t, "conv_first"):  # MSRResNet
         head = nn.Sequential(t.conv_first, nn.LeakyReLU(0.1))

@@ -51,12 +51,21 @@ class WaveletDiscriminator(nn.Module):
     def forward(self, x, layers=()):
         """Patch logits (N, 1, 4, 4), and the features after block ``i`` (conv, BN, LeakyReLU) for each i
         in ``layers`` (post-activation, as the released code's features end up)."""
+        h, feats = self._blocks(x, len(self.convs), layers)
+        return self.head(h), feats
+
+    def features(self, x, layers):
+        """Only the features at ``layers``: the blocks after the deepest one are not run (in train mode
+        they change nothing but their BatchNorms' running statistics, which train mode never reads)."""
+        return self._blocks(x, max(layers) + 1, layers)[1]
+
+    def _blocks(self, x, depth: int, layers):
         feats, h = {}, haar_high_bands(x)
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+        for i, (conv, bn) in enumerate(zip(self.convs[:depth], self.bns[:depth])):
             h = F.leaky_relu(bn(conv(h)), 0.2)
             if i in layers:
                 feats[i] = h
-        return self.head(h), [feats[i] for i in layers]
+        return h, [feats[i] for i in layers]
 
 
 def info_nce(anchor: torch.Tensor, positives: list[torch.Tensor], negatives: list[torch.Tensor]) -> torch.Tensor:
@@ -156,10 +165,10 @@ class PCLObjective(Objective):
         d = getattr(self.discriminator, "module", self.discriminator)
         layers = tuple(self.cfg.layers)
         with torch.set_grad_enabled(self.cfg.cl_grad and torch.is_grad_enabled()):
-            f_sr = d(sr, layers)[1]
+            f_sr = d.features(sr, layers)
         with torch.no_grad():
-            f_pos = [d(x, layers)[1] for x in positives]
-            f_neg = [d(x, layers)[1] for x in negatives]
+            f_pos = [d.features(x, layers) for x in positives]
+            f_neg = [d.features(x, layers) for x in negatives]
         return torch.stack([info_nce(f_sr[i], [f[i] for f in f_pos], [f[i] for f in f_neg])
                             for i in range(len(layers))]).mean()
 
