@@ -74,13 +74,26 @@ def evaluate_pairs(upscale_fn, pairs, scale: int) -> dict:
     return mean_scores([upscale_fn(lr) for _, lr, _ in pairs], pairs, scale)
 
 
-def validator(pairs, scale: int, **upscale_options):
+class validator:
     """The training loop's validation: ``net -> scores`` of ``upscale(net, lr, **upscale_options)``
-    (e.g. a ClassSR's patch, stride and batch) on ``pairs``."""
-    def validate(net) -> dict:
-        return evaluate_pairs(lambda lr: upscale(net, lr, **upscale_options).image, pairs, scale)
+    (e.g. a ClassSR's patch, stride and batch) on ``pairs``. ``shard`` scores every ``world``-th image
+    from ``rank`` on, and ``summary`` of the ranks' shares gives the same scores as the whole set: N
+    processes validate side by side (pipeline.train)."""
 
-    return validate
+    def __init__(self, pairs, scale: int, **upscale_options):
+        self.pairs, self.scale, self.options = pairs, scale, upscale_options
+
+    def shard(self, net, rank: int = 0, world: int = 1) -> dict:
+        return {name: score(upscale(net, lr, **self.options).image, hr, self.scale)
+                for name, lr, hr in self.pairs[rank::world]}
+
+    def summary(self, per_image: dict) -> dict:
+        ordered = {name: per_image[name] for name, _, _ in self.pairs}  # the order of the means: the set's
+        return {"psnr": float(np.mean([s["psnr"] for s in ordered.values()])),
+                "ssim": float(np.mean([s["ssim"] for s in ordered.values()])), "per_image": ordered}
+
+    def __call__(self, net) -> dict:
+        return self.summary(self.shard(net))
 
 
 def budget_metrics(model, pairs, scale: int, budgets: list[float], patch: int = 32, stride: int = 28,

@@ -10,13 +10,28 @@ from pathlib import Path
 
 def replace_dir(tmp: Path, out: Path):
     """Put the finished folder ``tmp`` in place of ``out``: the old one stays intact until the new one
-    is complete, and is removed after."""
+    is complete, and is removed after. Killed anywhere, one complete folder remains: ``out``, or (between
+    the two renames) ``out.old`` beside the complete ``tmp`` (:func:`recover_dir` puts one back)."""
     old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
+    if out.exists():  # without out, a left-over out.old may be the only complete copy: kept until tmp is in
+        shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(out: Path, complete) -> str:
+    """After a kill between :func:`replace_dir`'s two renames there is no ``out``: put the newest
+    complete folder back in its place, ``out.tmp`` if ``complete(out.tmp)``, else ``out.old``. Returns
+    which one ('' when ``out`` was there or nothing was left)."""
+    if out.exists():
+        return ""
+    for suffix in (".tmp", ".old"):
+        candidate = out.with_name(out.name + suffix)
+        if candidate.is_dir() and complete(candidate):
+            candidate.rename(out)
+            return candidate.name
+    return ""
 
 
 @contextmanager

@@ -298,11 +298,20 @@ class TrainConfig:
     num_workers: int = 1  # data-loading worker processes per training process
     num_processes: int = 1  # processes per machine (GPUs; on CPU: gloo ranks via torchrun)
     num_machines: int = 1  # machines (nodes); each reads its rank from the scheduler's environment (pipeline.launch)
+    # A collective that waits longer fails the job (the process group's timeout, CPU and CUDA); a machine
+    # whose peers have not all joined within join_timeout_s stops, naming whom it waited for.
+    timeout_s: int = 1800
+    join_timeout_s: int = 600
     init_from: str = ""  # a saved model folder, 'official:erfdn:<path>', or '' for random init
     # The pixel range the official recipe trains on: 255 for EDSR-PyTorch / MindSpore runs (CSD, PCL,
     # GhostSR, E-RFDN), 1 for BasicSR's (ClassSR). The loss is scaled by it and biases step at
     # lr / rgb_range, so weights and biases move as the official step moves them (pipeline.train.adam).
     rgb_range: float = 1.0
+
+    @property
+    def global_batch(self) -> int:
+        """The samples of one micro-step over every process: what a batch-level loss sees."""
+        return self.batch_size * self.num_processes * self.num_machines
 
     def validate(self, p):
         check(self.max_steps > 0, f"{p}.max_steps", "must be > 0")
@@ -313,7 +322,8 @@ class TrainConfig:
         check(self.grad_accum >= 1, f"{p}.grad_accum", "must be >= 1")
         check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0")
         check(0 <= self.ema_decay < 1, f"{p}.ema_decay", "must be in [0, 1)")
-        for k in ("val_every", "ckpt_every", "log_every", "num_processes", "num_machines"):
+        for k in ("val_every", "ckpt_every", "log_every", "num_processes", "num_machines", "timeout_s",
+                  "join_timeout_s"):
             check(getattr(self, k) > 0, f"{p}.{k}", "must be > 0")
         check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
         check(self.rgb_range > 0, f"{p}.rgb_range", "must be > 0 (255: an EDSR-PyTorch run, 1: BasicSR's)")
@@ -373,9 +383,12 @@ class ClassifyPatches:
     thresholds: list[float] = field(default_factory=list)  # [] = tertiles; else [low, high] dB
     num_processes: int = 1  # per machine
     num_machines: int = 1
+    timeout_s: int = 1800  # as TrainConfig's
+    join_timeout_s: int = 600
 
     def validate(self, p):
         check(self.batch_size > 0, f"{p}.batch_size", "must be > 0")
+        check(self.timeout_s > 0 and self.join_timeout_s > 0, f"{p}.timeout_s", "timeouts must be > 0 s")
         check(len(self.thresholds) in (0, 2) and (not self.thresholds or self.thresholds[0] < self.thresholds[1]),
               f"{p}.thresholds", "[] for tertiles, or [low, high] with low < high (ClassSR: [27.16882, 35.149761])")
         check(self.num_processes >= 1, f"{p}.num_processes", "must be >= 1")
@@ -512,7 +525,9 @@ class DistillCSD:
         check(self.embed_crop == 0 or self.embed_crop >= 16, f"{p}.embed_crop",
               "must be 0 (the whole patch) or >= 16 (VGG19 relu5_1 is 1/16 of its input)")
         check(self.neg_num >= 1, f"{p}.neg_num", "must be >= 1")
-        check(self.neg_num <= self.train.batch_size, f"{p}.neg_num", "must be <= train.batch_size (CSD)")
+        check(self.neg_num <= self.train.global_batch, f"{p}.neg_num",
+              f"must be <= the global batch, train.batch_size x num_processes x num_machines = "
+              f"{self.train.global_batch} (CSD takes its negatives from the whole batch)")
         check(self.embedding != "vgg19" or len(self.layer_weights) == 5, f"{p}.layer_weights",
               "vgg19 has 5 feature stages (relu1_1..relu5_1)")
         if self.vgg_weights:

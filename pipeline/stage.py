@@ -7,6 +7,8 @@ import select
 import signal
 import sys
 import threading
+import time
+import warnings
 from pathlib import Path
 
 from pipeline.data.images import ImageError
@@ -51,13 +53,32 @@ def stop_with_parent():
     except ProcessLookupError:
         os.kill(os.getpid(), signal.SIGTERM)
         return
+    except (OSError, AttributeError) as e:  # no pidfd: an older kernel or Python, or a seccomp filter
+        warnings.warn(f"pidfd_open is unavailable here ({e}): following process {pid} by polling every "
+                      f"{POLL_S:g} s instead", RuntimeWarning, stacklevel=2)
+        handle = None
     _following.append(pid)
 
     def wait_for_its_end():
-        select.select([handle], [], [])  # a pidfd turns readable when its process has ended
+        if handle is not None:
+            select.select([handle], [], [])  # a pidfd turns readable when its process has ended
+        else:
+            while _alive(pid):
+                time.sleep(POLL_S)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=wait_for_its_end, name="stop-with-parent", daemon=True).start()
+
+
+POLL_S = 2.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie counts as ended: its parent has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _command_of(pid: int) -> str:
@@ -109,7 +130,7 @@ def run(main):
     SIGINT (and, under DVC, the death of DVC: :func:`stop_with_parent`) end it with 128 + the signal's
     number after its MLflow run is marked KILLED."""
     from pipeline.cores import use_process_cores
-    from pipeline.tracking import check_server, tracking_uri
+    from pipeline.tracking import check_server, end_open_runs, tracking_uri
 
     signal.signal(signal.SIGTERM, _stop)
     stop_with_parent()
@@ -120,10 +141,16 @@ def run(main):
         if os.environ.get("PIPELINE_TRACKING", "1") != "0":
             check_server(tracking_uri())
         main()
+        end_open_runs("FINISHED")
     except (ParamError, ImageError, FileNotFoundError, ConnectionError) as e:
+        end_open_runs("FAILED")
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
+        end_open_runs("KILLED")
         signum = getattr(e, "signum", signal.SIGINT)
         print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
         sys.exit(128 + signum)
+    except BaseException:
+        end_open_runs("FAILED")
+        raise

@@ -143,9 +143,12 @@ class Tracker:
 
 
 @contextmanager
-def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "", run_name: str = ""):
-    """Open the MLflow run of one stage execution (or reopen ``resume_run_id``); yield a Tracker.
-    Opened inside another stage_run, it is a nested run (e.g. one phase of a two-phase stage)."""
+def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "", run_name: str = "",
+              leave_open: bool = False):
+    """Open the MLflow run of one stage execution (or reopen ``resume_run_id``, or continue it where it
+    is still the active run); yield a Tracker. Opened inside another stage_run, it is a nested run (e.g.
+    one phase of a two-phase stage). ``leave_open``: it stays the active run when the block ends (the
+    stage's work after training logs to it; :func:`pipeline.stage.run` ends it if the stage fails)."""
     if not is_main or os.environ.get("PIPELINE_TRACKING", "1") == "0":
         yield Tracker()
         return
@@ -159,9 +162,13 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
                      ("DVC_STAGE", "dvc_stage")]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    nested = mlflow.active_run() is not None
+    active = mlflow.active_run()
+    nested = active is not None
     try:
-        run = mlflow.start_run(run_id=resume_run_id, nested=nested) if resume_run_id else None
+        if resume_run_id and active is not None and active.info.run_id == resume_run_id:
+            run = active  # left open by the training loop: the stage's run goes on
+        else:
+            run = mlflow.start_run(run_id=resume_run_id, nested=nested) if resume_run_id else None
     except Exception:
         run = None  # the old run is gone (e.g. another store): start a new one
     if run is None:
@@ -178,4 +185,14 @@ def stage_run(stage: str, params, is_main: bool = True, resume_run_id: str = "",
         # KeyboardInterrupt covers Ctrl-C and pipeline.stage.Stopped (SIGTERM)
         mlflow.end_run(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    mlflow.end_run(status="FINISHED")
+    if not leave_open:
+        mlflow.end_run(status="FINISHED")
+
+
+def end_open_runs(status: str):
+    """End every run a stage left open (:func:`stage_run`'s ``leave_open``) with ``status``."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")  # never imported: nothing to end
+    while mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status=status)

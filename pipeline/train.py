@@ -20,6 +20,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ import torch
 from torch import nn
 
 from pipeline.data.loader import PatchBatches, make_loader
-from pipeline.files import replace_dir
+from pipeline.distributed import global_means, make_accelerator
+from pipeline.files import recover_dir, replace_dir
 from pipeline.imports import code_digest, entry_module
 from pipeline.objective import Objective
 from pipeline.params import Schedule, TrainConfig, as_flat_dict
@@ -174,7 +176,15 @@ def why_not_resumable(saved: dict | None, fp: dict) -> str:
     return ("changed since it was written: " + "; ".join(changed)) if changed else ""
 
 
-def _save_checkpoint(accelerator, ckpt_dir: Path, fp: dict, curve: "CurveLog | None"):
+PROGRESS = "progress.json"  # written last: a checkpoint folder without it is incomplete
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    f = checkpoint / PROGRESS
+    return json.loads(f.read_text())["step"] if f.is_file() else None
+
+
+def _save_checkpoint(accelerator, ckpt_dir: Path, fp: dict, curve: "CurveLog | None", step: int):
     tmp, latest = ckpt_dir / "latest.tmp", ckpt_dir / "latest"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -184,6 +194,7 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, fp: dict, curve: "CurveLog | N
     if accelerator.is_main_process:
         (tmp / FINGERPRINT).write_text(json.dumps(fp, indent=1, sort_keys=True))
         curve.save(tmp / CurveLog.NAME)  # the curve so far, so a resumed or forced rerun plots it whole
+        (tmp / PROGRESS).write_text(json.dumps({"step": step}))
         replace_dir(tmp, latest)
     accelerator.wait_for_everyone()
 
@@ -249,21 +260,22 @@ class TrainResult:
 
 def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: Objective | None = None, *,
           stage: str, params, ckpt_dir, data_info: dict | None = None,
-          validate: Callable[[nn.Module], dict] | None = None) -> TrainResult:
+          validate: Callable[[nn.Module], dict] | None = None, leave_run_open: bool = False) -> TrainResult:
     """Train ``model`` for ``cfg.max_steps`` optimizer steps under ``objective`` (default: L1); resume
     from ``ckpt_dir`` when its checkpoint matches; return the deployed network and its scores.
 
     ``validate(net) -> {"psnr": ..., ...}`` (e.g. :func:`pipeline.evaluate.validator`) scores the
     objective's deployed network on the main process every ``val_every`` steps and at the end.
-    ``params`` (the stage's params section) and ``data_info`` enter the resume fingerprint."""
-    from accelerate import Accelerator
+    ``params`` (the stage's params section) and ``data_info`` enter the resume fingerprint.
+    ``leave_run_open``: the MLflow run stays open for what the stage does after training (its scores,
+    :func:`pipeline.deliver.deliver` ends it; :func:`pipeline.stage.run` ends it if the stage fails)."""
     from accelerate.utils import set_seed
 
     objective = objective or Objective(cfg.rgb_range)
     if objective.rgb_range != cfg.rgb_range:
         raise ValueError(f"{stage}: the objective's loss is on the {objective.rgb_range} scale, "
                          f"train.rgb_range is {cfg.rgb_range}: the bias step would not match the official one")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    accelerator = make_accelerator(cfg.timeout_s, cfg.mixed_precision)
     set_seed(cfg.seed)
     accelerator.print(f"[{stage}] {accelerator.num_processes} processes ({accelerator.distributed_type.value}) "
                       f"on {accelerator.device}, precision {accelerator.mixed_precision}")
@@ -274,19 +286,20 @@ def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: 
     state = TrainState()
     for obj in [parts.schedule, state] + ([parts.ema] if parts.ema else []):
         accelerator.register_for_checkpointing(obj)
-    _resume(accelerator, ckpt_dir / "latest", fp, state, stage)
+    _resume(accelerator, ckpt_dir / "latest", fp, state, stage, cfg.join_timeout_s)
 
     batches.split(accelerator.process_index, accelerator.num_processes, cfg.grad_accum)
     loader = make_loader(batches, state.step * cfg.grad_accum, cfg.max_steps * cfg.grad_accum, cfg.num_workers)
     curve = None
     if accelerator.is_main_process:
         curve = CurveLog(curve_path(stage), CurveLog.saved_rows(ckpt_dir / "latest", state.step) if state.step else [])
-    with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id) as tracker:
+    with stage_run(stage, params, accelerator.is_main_process, resume_run_id=state.run_id,
+                   leave_open=leave_run_open) as tracker:
         state.run_id = tracker.run_id or state.run_id
         metrics = _loop(accelerator, parts, objective, loader, cfg, state, stage, ckpt_dir, fp, curve, tracker, validate)
+        if validate and not metrics:  # resumed a finished run: nothing validated
+            metrics = _validate(accelerator, validate, objective, parts.deliverable())
         final = copy.deepcopy(objective.deployed(parts.deliverable())).cpu().eval()
-        if accelerator.is_main_process and validate and not metrics:  # resumed a finished run: nothing validated
-            metrics = _numbers(validate(final))
         accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(final, state.step, metrics, state.run_id, accelerator.is_main_process)
@@ -343,24 +356,67 @@ def _prepare(accelerator, model: nn.Module, cfg: TrainConfig, objective: Objecti
     return _Parts(prepared[0], prepared[1], schedule, ema, trained, accelerator.unwrap_model)
 
 
-def _resume(accelerator, latest: Path, fp: dict, state: TrainState, stage: str):
-    why = why_not_resumable(_saved_fingerprint(latest.parent), fp) if latest.exists() else "no checkpoint"
+def _resume(accelerator, latest: Path, fp: dict, state: TrainState, stage: str, wait_s: float):
+    """Global rank 0 decides whether to resume and from which step, and tells the others: a rank that
+    decided alone (a node's stale view of a shared folder) would run a loop of another length. The
+    others then wait, up to ``wait_s``, until they see that checkpoint."""
+    from accelerate.utils import broadcast_object_list
+
+    decision = [("", None)]
+    if accelerator.is_main_process:
+        recovered = recover_dir(latest, lambda d: (d / PROGRESS).is_file())
+        if recovered:
+            print(f"[{stage}] the last checkpoint swap was interrupted: {recovered} put back as {latest}", flush=True)
+        why = why_not_resumable(_saved_fingerprint(latest.parent), fp) if latest.exists() else "no checkpoint"
+        decision = [(why, None if why else _saved_step(latest))]
+    why, step = broadcast_object_list(decision)[0]
     if not why:
+        if not accelerator.is_main_process:
+            _wait_until_visible(latest, step, wait_s, accelerator.process_index)
         accelerator.load_state(str(latest))
         accelerator.print(f"[{stage}] resuming from {latest} at step {state.step}")
-    elif latest.exists():
+    elif why != "no checkpoint":
         accelerator.print(f"[{stage}] starting fresh at step 0: the checkpoint in {latest} cannot be resumed ({why})")
+
+
+def _wait_until_visible(latest: Path, step: int | None, wait_s: float, rank: int):
+    """Until this machine sees ``latest`` at ``step`` (NFS caches a directory's entries for up to a
+    minute): a clear error after ``wait_s``, before any collective would time out."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            os.listdir(latest.parent)  # re-reads the directory: refreshes a client's cached view
+            if latest.is_dir() and (step is None or _saved_step(latest) == step):
+                return
+        except (OSError, ValueError, KeyError):
+            pass  # half-visible: look again
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rank {rank}: global rank 0 resumes from {latest} at step {step}, which this machine "
+                               f"has not seen within {wait_s:g} s (train.join_timeout_s): the project folder must "
+                               f"be on a filesystem every machine shares (docs/scaling-out.md)")
+        time.sleep(0.2)
 
 
 def _numbers(scores: dict) -> dict:
     return {k: v for k, v in scores.items() if isinstance(v, (int, float))}
 
 
-def _validate(validate, objective: Objective, net: nn.Module) -> dict:
+def _validate(accelerator, validate, objective: Objective, net: nn.Module) -> dict:
+    """The scores of the deployed network, the same on every rank. A sharded validator (one that has
+    ``shard``: :func:`pipeline.evaluate.validator`) scores each rank's share of the images and the ranks
+    gather them: no rank idles in a collective while another validates the whole set, so a validation
+    cannot outlive the process group's timeout that a rank-0-only one would run against."""
+    from accelerate.utils import broadcast_object_list, gather_object
+
     was_training = net.training
     net.eval()
     try:
-        return _numbers(validate(objective.deployed(net)))
+        deployed = objective.deployed(net)
+        if accelerator.num_processes > 1 and hasattr(validate, "shard"):
+            shares = gather_object([validate.shard(deployed, accelerator.process_index, accelerator.num_processes)])
+            return _numbers(validate.summary({k: v for share in shares for k, v in share.items()}))
+        scores = [_numbers(validate(deployed)) if accelerator.is_main_process else None]
+        return broadcast_object_list(scores)[0] if accelerator.num_processes > 1 else scores[0]
     finally:
         net.train(was_training)
 
@@ -403,16 +459,15 @@ def _loop(accelerator, parts: _Parts, objective, loader, cfg, state, stage, ckpt
         state.step += 1
         window.step(time.perf_counter() - t_step)
         bar.update(1)
-        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-            _log(window.flush(parts.schedule.get_lr()), state.step, bar, tracker, curve)
+        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:  # the global batch's means
+            _log(global_means(window.flush(parts.schedule.get_lr())), state.step, bar, tracker, curve)
         if validate and (state.step % cfg.val_every == 0 or state.step == cfg.max_steps):
+            metrics = _validate(accelerator, validate, objective, parts.deliverable())
+            tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=state.step)
             if accelerator.is_main_process:
-                metrics = _validate(validate, objective, parts.deliverable())
-                tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=state.step)
                 bar.write(f"[{stage}] step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            accelerator.wait_for_everyone()
         if state.step % cfg.ckpt_every == 0 or state.step == cfg.max_steps:
-            _save_checkpoint(accelerator, ckpt_dir, fp, curve)
+            _save_checkpoint(accelerator, ckpt_dir, fp, curve, state.step)
         t_data = time.perf_counter()
     bar.close()
     if state.step < cfg.max_steps:

@@ -30,10 +30,10 @@ def score_patches(model, shards, indices, batch_size, device) -> np.ndarray:
 
 
 def main():
-    from accelerate import Accelerator
+    from pipeline.distributed import make_accelerator
 
     cfg = load_section("classify_patches")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg.timeout_s)
     teacher = models.load(TEACHER, accelerator.device).eval()
     shards = PairShards(DATA, teacher.config["scale"])
     mine = rank_indices(len(shards), accelerator.process_index, accelerator.num_processes)

@@ -46,7 +46,7 @@ def main():
     teacher_psnr = validate(teacher.eval())["psnr"]
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
     result = train(teacher, cfg.train, batches, objective, stage=stage, params=cfg,
-                   ckpt_dir=f"checkpoints/distill_csd_{variant}", data_info=shards.info, validate=validate)
+                   ckpt_dir=f"checkpoints/distill_csd_{variant}", data_info=shards.info, validate=validate, leave_run_open=True)
     if result.is_main:
         student_cost, teacher_cost = cost(result.model), cost(models.load(cfg.teacher))
         metrics = {**result.metrics, "contra_lambda": cfg.contra_lambda, "embedding": cfg.embedding, "width": cfg.width,

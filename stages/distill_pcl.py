@@ -37,7 +37,8 @@ def main():
     init_psnr = validate(model.eval())["psnr"]
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
     result = train(model.train(), cfg.train, batches, PCLObjective(cfg, scale), stage=stage, params=cfg,
-                   ckpt_dir=f"checkpoints/distill_pcl_{variant}", data_info=shards.info, validate=validate)
+                   ckpt_dir=f"checkpoints/distill_pcl_{variant}", data_info=shards.info, validate=validate,
+                   leave_run_open=True)
     if result.is_main:
         metrics = {**result.metrics, "alpha": cfg.alpha, "init_psnr": init_psnr, "cl_grad": cfg.cl_grad,
                    **cost(result.model)}

@@ -60,7 +60,7 @@ def main():
     validate = validator(pairs, scale, flops=branch_flops(model, cfg.inference.patch), **cfg.inference.options())
     batches = PatchBatches(shards, tcfg.batch_size, cfg.inference.patch, tcfg.seed)
     result = train(model, tcfg, batches, objective, stage=f"finetune_classsr:{phase}", params=cfg,
-                   ckpt_dir=f"checkpoints/finetune_classsr/{phase}", data_info=shards.info, validate=validate)
+                   ckpt_dir=f"checkpoints/finetune_classsr/{phase}", data_info=shards.info, validate=validate, leave_run_open=True)
     if not result.is_main:
         return
     if i < len(cfg.phases) - 1:

@@ -54,7 +54,9 @@ def test_cpu_and_cuda_commands_for_two_machines(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cmd, out_env = launch_command("stages.x", ["a"], Launch(2, 2), env)
     assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "2", "--node_rank", "1",
-                       "--master_addr", "10.0.0.5", "--master_port", "29400", "-m", "stages.x", "a"]
+                       "--master_addr", "10.0.0.5", "--master_port", "29400", "--rdzv-conf", "timeout=600",
+                       "-m", "stages.x", "a"]
+    assert "timeout=45" in launch_command("stages.x", [], Launch(2, 2, join_timeout=45), env)[0]
     assert out_env["ACCELERATE_USE_CPU"] == "1"
     assert launch_command("stages.x", [], Launch(1, 2), env)[0][3:5] == ["--nproc_per_node", "1"]  # 1 per machine
     assert launch_command("stages.x", [], Launch(1, 1), env)[0] == []  # one process: in this one
@@ -63,13 +65,64 @@ def test_cpu_and_cuda_commands_for_two_machines(monkeypatch):
     joined = " ".join(cmd)
     assert "accelerate.commands.launch" in joined and "--num_processes 8 --mixed_precision bf16" in joined
     assert "--num_machines 2 --machine_rank 1 --main_process_ip 10.0.0.5 --main_process_port 29400" in joined
+    assert "--rdzv_backend static --rdzv_conf timeout=600" in joined
 
 
-def test_srun_starts_the_launcher_once_per_node():
-    cmd, env = srun_command("ghost", "stages.ghost", [], 4, {"PIPELINE_SRUN": "1", "SLURM_JOB_NODELIST": "n1,n2"})
-    assert cmd[:6] == ["srun", "--nodes", "4", "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
+def test_srun_starts_the_launcher_once_per_node_with_the_cores_its_ranks_need():
+    inherited = {"PIPELINE_SRUN": "1", "SLURM_JOB_NODELIST": "n1,n2", "SLURM_JOB_ID": "123456",
+                 "NODE_RANK": "0", "MASTER_ADDR": "old-host", "MASTER_PORT": "29500"}
+    cmd, env = srun_command("ghost", "stages.ghost", [], Launch(8, 4, workers=4), inherited)
+    assert cmd[:8] == ["srun", "--nodes", "4", "--ntasks-per-node", "1", "--cpus-per-task", "40", "--kill-on-bad-exit=1"]
     assert cmd[-4:] == ["-m", "pipeline.launch", "ghost", "stages.ghost"]
-    assert "PIPELINE_SRUN" not in env and env["MASTER_ADDR"] == "n1" and env["MASTER_PORT"] == "29500"
+    # SLURM's node list and the job's port win over a shell's exported values; no rank is passed on
+    assert "PIPELINE_SRUN" not in env and "NODE_RANK" not in env
+    assert env["MASTER_ADDR"] == "n1" and env["MASTER_PORT"] == str(20000 + 123456 % 20000)
+
+
+def test_under_srun_slurm_wins_over_inherited_node_settings():
+    step = {"SLURM_STEP_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "77",
+            "NODE_RANK": "0", "MASTER_ADDR": "laptop", "MASTER_PORT": "29500"}
+    assert node(2, step) == Node(1, "gpu07", 20077)
+    # outside srun (two machines by hand) the exported values are what the user set
+    assert node(2, {"NODE_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29501"}) == Node(1, "h", 29501)
+
+
+@pytest.mark.parametrize("machines, env, ok", [
+    (1, {"SLURM_STEP_NUM_NODES": "2"}, False),  # stage.sbatch on 2 nodes, num_machines 1: two global rank 0s
+    (1, {"SLURM_STEP_NUM_NODES": "1", "SLURM_NNODES": "2"}, True),
+    (1, {"SLURM_NNODES": "2"}, True),  # dag.sbatch's batch step: a one-machine stage on the first node
+    (2, {"SLURM_NNODES": "3"}, False),
+    (2, {"SLURM_STEP_NUM_NODES": "2", "SLURM_NNODES": "3"}, True),
+])
+def test_the_node_count_is_checked_for_every_count(machines, env, ok):
+    from pipeline.launch import check_node_count
+
+    if ok:
+        check_node_count(machines, env)
+    else:
+        with pytest.raises(ParamError, match=f"num_machines is {machines} but SLURM runs this on"):
+            check_node_count(machines, env)
+    if not ok:  # a one-process launch, which would run in this process, is refused too
+        with pytest.raises(ParamError):
+            launch_command("stages.x", [], Launch(1, machines), env)
+
+
+def test_deepspeed_and_fsdp_configs_are_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for kind in ("DEEPSPEED", "FSDP"):
+        config = tmp_path / f"{kind}.yaml"
+        config.write_text(f"distributed_type: {kind}\nnum_machines: 1\n")
+        with pytest.raises(ParamError, match=f"{kind} is not supported"):
+            launch_command("stages.x", [], Launch(2), {"ACCELERATE_CONFIG_FILE": str(config)})
+    assert launch_command("stages.x", [], Launch(2), {"ACCELERATE_CONFIG_FILE": str(REPO / "configs/accelerate.yaml")})[0]
+
+
+def test_sbatch_args_ask_for_the_cores_of_the_largest_launch(tmp_path, monkeypatch):
+    from pipeline.launch import sbatch_args
+
+    root = make_tiny_project(tmp_path, train={"num_processes": 8, "num_workers": 3, "num_machines": 2})
+    monkeypatch.chdir(root)
+    assert sbatch_args(["pretrain_teacher"]) == ["--nodes", "2", "--ntasks-per-node", "1", "--cpus-per-task", "32"]
 
 
 @pytest.mark.slow

@@ -215,9 +215,10 @@ def test_launcher_reads_typed_params_per_phase(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(params))
     monkeypatch.setenv("PIPELINE_PARAMS", str(path))
     monkeypatch.chdir(REPO)
-    assert launches("finetune_classsr", []) == [(["classifier"], Launch(2)), (["joint"], Launch(1, 1, "bf16"))]
-    assert launches("train_branch", ["hard"]) == [(["hard"], Launch(3))]
-    assert launches("train_branch", ["simple"]) == [(["simple"], Launch(1))]
+    assert launches("finetune_classsr", []) == [(["classifier"], Launch(2, workers=1)),
+                                                (["joint"], Launch(1, 1, "bf16", workers=1))]
+    assert launches("train_branch", ["hard"]) == [(["hard"], Launch(3, workers=1))]
+    assert launches("train_branch", ["simple"]) == [(["simple"], Launch(1, workers=1))]
     assert launches("classify_patches", []) == [([], Launch(1, 2))]
 
 

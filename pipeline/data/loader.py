@@ -102,5 +102,9 @@ def make_loader(batches: PatchBatches, start_step: int, max_steps: int, num_work
     """Batches for steps [start_step, max_steps) in order, prefetched by ``num_workers`` processes (at
     most this process's cores: :func:`pipeline.cores.worker_count`; the batches are the same)."""
     num_workers = worker_count(num_workers)
+    # its own generator: a DataLoader draws its workers' base seed from torch's global generator
+    # otherwise, which a method's own noise (GhostSR's Gumbel) also draws from, so a resumed run's noise
+    # would be one draw off the uninterrupted run's (the batches depend on neither)
     return DataLoader(batches, batch_size=None, sampler=range(start_step, max_steps), num_workers=num_workers,
-                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                      persistent_workers=False, prefetch_factor=4 if num_workers else None,
+                      generator=torch.Generator().manual_seed(0))

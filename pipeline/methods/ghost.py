@@ -158,5 +158,5 @@ def fine_tune(source: nn.Module, cfg, batches, stage: str, data_info: dict, vali
     objective = AnnealedGhost(cfg.tau_start, cfg.tau_end, cfg.train.max_steps, cfg.noise_epoch_steps,
                               cfg.train.rgb_range)
     result = train(model, cfg.train, batches, objective, stage=stage, params=cfg, ckpt_dir=f"checkpoints/{stage}",
-                   data_info=data_info, validate=validate)
+                   data_info=data_info, validate=validate, leave_run_open=True)
     return export(result.model, source.config, cfg.ratio, cfg.d, cfg.mode, cfg.per_channel), result

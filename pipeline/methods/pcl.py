@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.distributed import all_gather, batch_norm, world
 from pipeline.objective import Objective
 
 DISC_CHANNELS = [(9, 64, 1), (64, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2),
@@ -62,7 +63,7 @@ class WaveletDiscriminator(nn.Module):
     def _blocks(self, x, depth: int, layers):
         feats, h = {}, haar_high_bands(x)
         for i, (conv, bn) in enumerate(zip(self.convs[:depth], self.bns[:depth])):
-            h = F.leaky_relu(bn(conv(h)), 0.2)
+            h = F.leaky_relu(batch_norm(bn, conv(h)), 0.2)  # the global batch's statistics
             if i in layers:
                 feats[i] = h
         return h, [feats[i] for i in layers]
@@ -93,12 +94,17 @@ def dual_contrastive_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) 
     return half(r, f) + half(-f, -r)
 
 
-def sharpened(hr: torch.Tensor, k: int, low: float, high: float, gen: random.Random) -> list[torch.Tensor]:
+def sharpened(hr: torch.Tensor, k: int, low: float, high: float, gen: random.Random,
+              first: int = 0, total: int = 0) -> list[torch.Tensor]:
+    """K sharpened copies of ``hr``; the factors are drawn for a global batch of ``total`` samples
+    (default: ``hr``'s) of which ``hr`` holds those from ``first`` on, so every process draws its
+    samples' factors of one process's draw."""
     import kornia
 
-    out = []
+    out, total = [], total or len(hr)
     for _ in range(k):
-        factor = torch.tensor([gen.uniform(low, high) for _ in range(len(hr))], device=hr.device, dtype=hr.dtype)
+        draws = [gen.uniform(low, high) for _ in range(total)][first:first + len(hr)]
+        factor = torch.tensor(draws, device=hr.device, dtype=hr.dtype)
         out.append((kornia.enhance.sharpness(hr, factor) * 255).round() / 255)  # quantised, as PCL
     return out
 
@@ -134,7 +140,9 @@ class PCLObjective(Objective):
 
     def samples(self, lr, hr, step):
         gen = random.Random(self.cfg.train.seed * 1_000_003 + step)
-        positives = [hr] + (sharpened(hr, self.cfg.num_aug, *self.cfg.sharp_range, gen) if self.cfg.sharp_hr else [])
+        rank, processes = world()
+        positives = [hr] + (sharpened(hr, self.cfg.num_aug, *self.cfg.sharp_range, gen, rank * len(hr),
+                                      processes * len(hr)) if self.cfg.sharp_hr else [])
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=True).clamp(0, 1)
         negatives = [up] + blurred(hr, self.cfg.num_aug, self.cfg.blur_kernels, tuple(self.cfg.blur_sigma), gen)
         return positives, negatives
@@ -150,8 +158,9 @@ class PCLObjective(Objective):
             positives, negatives = self.samples(lr_img, hr_img, step)
         d = self.discriminator
         d.train()
-        real = [d(x)[0] for x in positives]
-        fake = [d(x)[0] for x in [sr] + negatives[1:]]
+        # every real logit of the global batch against every fake one, as PCL's data_parallel loss sees them
+        real = [all_gather(d(x)[0]) for x in positives]
+        fake = [all_gather(d(x)[0]) for x in [sr] + negatives[1:]]
         loss = dual_contrastive_d_loss(real, fake)
         self.d_opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
