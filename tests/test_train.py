@@ -318,3 +318,71 @@ def test_stages_keep_freed_memory_so_a_cpu_step_does_not_fault_its_activations_i
 
     default, kept = faults("default"), faults("keep")
     assert default > 1000 and kept < default / 10, (default, kept)
+
+
+class GhostCrashAt(CrashAt):
+    """GhostSR's objective (Gumbel noise from torch's global generator), killed at ``step``."""
+
+    def __init__(self, step, max_steps):
+        from pipeline.methods.ghost import AnnealedGhost
+
+        self.step, self.ghost = step, AnnealedGhost(1.0, 0.1, max_steps)
+
+    def before_step(self, accelerator, model, lr, hr, step):
+        return self.ghost.before_step(accelerator, model, lr, hr, step)
+
+
+def test_ghost_killed_and_resumed_is_bit_identical(tiny):
+    """The Gumbel noise draws from torch's global generator, which the checkpoint restores; the loader
+    draws its workers' base seed from a generator of its own, or the resumed noise would be one draw off."""
+    from pipeline.methods.ghost import convert
+
+    def ghost_run(ckpt, crash_at=None):
+        cfg = load_section("pretrain_teacher", PretrainTeacher, tiny / "params.yaml")
+        torch.manual_seed(0)
+        model = convert(models.build("msrresnet", 4, nf=8, nb=2), 0.5, mode="gumbel")
+        shards = PairShards(tiny / "data/sr", 4)
+        data = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
+        objective = GhostCrashAt(crash_at if crash_at is not None else -1, cfg.train.max_steps)
+        return train(model, cfg.train, data, objective, stage="ghost", params=cfg, ckpt_dir=tiny / ckpt,
+                     data_info=shards.info).model.state_dict()
+
+    whole = ghost_run("a")
+    with pytest.raises(KeyboardInterrupt):
+        ghost_run("b", crash_at=3)
+    resumed = ghost_run("b")
+    for k, v in whole.items():
+        assert torch.equal(v, resumed[k]), k
+
+
+@pytest.mark.parametrize("tmp_complete, resumes_at", [(True, 4), (False, 2)])
+def test_a_kill_between_the_checkpoint_renames_resumes_from_the_newest_complete(tiny, monkeypatch, capsys,
+                                                                                tmp_complete, resumes_at):
+    """A scheduler's time limit between ``latest -> latest.old`` and ``latest.tmp -> latest`` leaves no
+    ``latest``: the rerun takes the complete latest.tmp (step 4), else latest.old (step 2), and ends at
+    the uninterrupted model; the next save must not delete the only complete copy first."""
+    import pipeline.train as loop
+
+    uninterrupted = run_training(tiny, ckpt="a").model.state_dict()
+    real, saves = loop.replace_dir, []
+
+    def killed_between_the_renames(tmp, out):
+        saves.append(tmp)
+        if len(saves) == 2:  # the save at step 4: the first rename done, the second never comes
+            out.rename(out.with_name(out.name + ".old"))
+            if not tmp_complete:
+                (tmp / loop.PROGRESS).unlink()  # as if killed while writing it
+            raise KeyboardInterrupt("killed between the renames")
+        real(tmp, out)
+
+    monkeypatch.setattr(loop, "replace_dir", killed_between_the_renames)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny, ckpt="b")
+    assert not (tiny / "b/latest").exists() and (tiny / "b/latest.old").is_dir()
+    monkeypatch.setattr(loop, "replace_dir", real)
+    capsys.readouterr()
+    resumed = run_training(tiny, ckpt="b").model.state_dict()
+    assert f"at step {resumes_at}" in capsys.readouterr().out
+    for k, v in uninterrupted.items():
+        assert torch.equal(v, resumed[k]), k
+    assert sorted(p.name for p in (tiny / "b").iterdir()) == ["latest"]
