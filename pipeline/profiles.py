@@ -3,6 +3,7 @@ hand-kept copies of it:
 
     python -m pipeline.profiles profiles/paper.yaml profiles/classsr_backbones.yaml fsrcnn -o params.yaml
     python -m pipeline.profiles profiles/paper.yaml --smoke -o params.yaml   # the paper profile, 1 step each
+    python -m pipeline.profiles profiles/paper.yaml --processes 8 -o params.yaml   # 8 GPUs, the same global batches
 
 A recipe maps dotted keys (``train_branch.branches``) to the value that replaces the whole value there
 (a mapping is replaced, not merged: a backbone's constructor kwargs differ). Comments of the base file
@@ -81,6 +82,41 @@ def derive_smoke(base, steps: int = 1, batch: int = 1) -> str:
     return f"# derived: python -m pipeline.profiles {base} --smoke --steps {steps} --batch {batch}\n" + out.getvalue()
 
 
+def spread(node, processes: int, machines: int, where: str = "") -> list[str]:
+    """In place: every launch block (a training block, or a mapping with ``num_processes``) to ``processes`` per machine on
+    ``machines``, its per-process ``batch_size`` divided so that the global batch (what the papers
+    state, and what CSD's negatives and PCL's discriminator see) stays the same. Returns the sections
+    changed; a batch that does not divide is an error naming its key."""
+    changed = []
+    for key, value in list(node.items()) if isinstance(node, dict) else []:
+        if isinstance(value, dict):
+            changed += spread(value, processes, machines, f"{where}.{key}" if where else key)
+    if isinstance(node, dict) and ("num_processes" in node or {"max_steps", "batch_size"} <= set(node)):
+        old = int(node.get("num_processes", 1)) * int(node.get("num_machines", 1))
+        if "batch_size" in node:
+            total, n = int(node["batch_size"]) * old, processes * machines
+            if total % n:
+                raise ParamError(f"'{where}.batch_size': the global batch {total} does not split over {n} processes "
+                                 f"({processes} x {machines} machines): choose a process count that divides it")
+            node["batch_size"] = total // n
+        node["num_processes"], node["num_machines"] = processes, machines
+        changed.append(where.split(".")[0])
+    return changed
+
+
+def derive_processes(base, processes: int, machines: int = 1) -> str:
+    """The YAML text of ``base`` with every stage launched on ``processes`` per machine x ``machines``
+    at the same global batches (:func:`spread`), each changed section validated."""
+    yaml = _yaml()
+    params = yaml.load(Path(base).read_text())
+    for section in sorted(set(spread(params, processes, machines)) & set(SECTIONS)):
+        from_dict(SECTIONS[section], params[section], section)
+    out = io.StringIO()
+    yaml.dump(params, out)
+    return (f"# derived: python -m pipeline.profiles {base} --processes {processes} --machines {machines}\n"
+            + out.getvalue())
+
+
 def derive(base, recipes, name: str) -> str:
     """The YAML text of ``base`` with recipe ``name`` of the ``recipes`` file applied, validated."""
     yaml = _yaml()
@@ -105,12 +141,19 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="shrink step counts, batch sizes, workers, processes")
     ap.add_argument("--steps", type=int, default=1, help="--smoke: steps per training")
     ap.add_argument("--batch", type=int, default=1, help="--smoke: batch size")
+    ap.add_argument("--processes", type=int, help="processes per machine for every stage, the global batches kept")
+    ap.add_argument("--machines", type=int, default=1, help="--processes: machines per stage")
     ap.add_argument("-o", "--output", help="file to write (default: standard output)")
     args = ap.parse_args(argv)
-    if not args.smoke and not (args.recipes and args.name):
-        ap.error("give a recipes file and a recipe name, or --smoke")
+    if not args.smoke and not args.processes and not (args.recipes and args.name):
+        ap.error("give a recipes file and a recipe name, --smoke, or --processes")
     try:
-        text = derive_smoke(args.base, args.steps, args.batch) if args.smoke else derive(args.base, args.recipes, args.name)
+        if args.processes:
+            text = derive_processes(args.base, args.processes, args.machines)
+        elif args.smoke:
+            text = derive_smoke(args.base, args.steps, args.batch)
+        else:
+            text = derive(args.base, args.recipes, args.name)
     except (ParamError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if args.output:

@@ -120,6 +120,49 @@ def test_paper_profile_has_the_same_sections_and_is_well_typed(repo, tmp_path):
         load_section(section, cls, p)
 
 
+@pytest.mark.parametrize("processes, machines", [(8, 1), (8, 2)])
+def test_the_paper_profile_for_8_processes_a_machine_validates_at_the_papers_global_batches(
+        repo, tmp_path, monkeypatch, processes, machines):
+    """`python -m pipeline.profiles profiles/paper.yaml --processes 8`: every stage validates in the
+    profile's layout (CSD's neg_num 10 against the global batch of 16, 2 a process), and each training
+    block's global batch stays the paper's."""
+    from ruamel.yaml import YAML
+
+    from pipeline.params import SECTIONS, from_dict
+    from pipeline.profiles import derive_processes
+
+    yaml = YAML(typ="safe")  # YAML 1.2, as DVC and the stages read params ('no' stays a string)
+
+    raw = tmp_path / "data/raw"
+    for folder in ["DIV2K_train_HR", "Flickr2K_HR", "DIV8K", "pretrained",
+                   *(f"benchmark/{b}" for b in ("Set5", "Set14", "B100", "Urban100", "Manga109"))]:
+        (raw / folder).mkdir(parents=True)
+    for name in ("edsr_x2.pt", "edsr_x4.pt"):
+        (raw / "pretrained" / name).touch()
+    (tmp_path / "assets").symlink_to(repo / "assets")
+    monkeypatch.chdir(tmp_path)
+    derived = yaml.load(derive_processes(repo / "profiles/paper.yaml", processes, machines))
+    paper = yaml.load((repo / "profiles/paper.yaml").read_text())
+    for section, cls in SECTIONS.items():
+        from_dict(cls, derived[section], section)
+
+    def blocks(node, where=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                if {"max_steps", "batch_size"} <= set(value) or "num_processes" in value:
+                    yield f"{where}{key}", value
+                yield from blocks(value, f"{where}{key}.")
+
+    ours, theirs = dict(blocks(derived)), dict(blocks(paper))
+    assert ours.keys() == theirs.keys() and "distill_csd.train" in ours and "finetune_classsr.joint" in ours
+    for key, block in ours.items():
+        assert (block["num_processes"], block["num_machines"]) == (processes, machines), key
+        if "batch_size" in block:
+            assert block["batch_size"] * processes * machines == theirs[key]["batch_size"] * \
+                theirs[key].get("num_processes", 1) * theirs[key].get("num_machines", 1), key
+    assert derived["distill_csd"]["neg_num"] == 10
+
+
 def test_params_survive_dvc_rewriting_the_file(repo, tmp_path, monkeypatch):
     """`dvc exp run -S` rewrites params.yaml with DVC's own YAML 1.2 writer (dvc.utils.serialize.modify_yaml):
     `mixed_precision: "no"` loses its quotes and must still read as the string 'no'."""
