@@ -2,16 +2,20 @@
 "machines" on 127.0.0.1, and the maths (N processes = one process on the whole batch; a killed run
 resumes to the uninterrupted result)."""
 import csv
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -154,8 +158,8 @@ def _project(root: Path, **train) -> Path:
     return make_tiny_project(root, train={**TRAIN, **train}, model=MODEL)
 
 
-def _run(root: Path, env: dict, timeout=300):
-    out = subprocess.run([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, env=env, capture_output=True,
+def _run(root: Path, env: dict, timeout=300, cmd=STAGE):
+    out = subprocess.run([sys.executable, "-m", "pipeline.launch", *cmd], cwd=root, env=env, capture_output=True,
                          text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
@@ -190,16 +194,65 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
     _assert_close(_weights(one), _weights(two), 1e-6)
 
 
+def _job_with_a_free_port() -> str:
+    """A SLURM_JOB_ID whose port (20000 + id % 20000, as the sbatch files derive it) is free here."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 40000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return str(port - 20000 + 20000 * random.randrange(1, 50))
+    raise RuntimeError("no free port in 20000-39999")
+
+
+def _slurm_env(**extra) -> dict:
+    """A stand-in srun on PATH, an allocation of this machine (its job id giving a free port), and a
+    shell's stale exports, as after the README's "two machines by hand": SLURM's own values must win."""
+    return _env(SLURM_JOB_ID=_job_with_a_free_port(), SLURM_JOB_NODELIST="127.0.0.1", SLURM_NNODES="2",
+                NODE_RANK="0", MASTER_ADDR="127.0.0.9", MASTER_PORT="29500",  # loopback: never reached
+                PATH=f"{REPO / 'tests/fixtures'}:{os.environ['PATH']}", **extra)
+
+
 @pytest.mark.slow
 def test_two_machines_started_by_srun_equal_one_machine(two_processes, tmp_path):
     """scripts/slurm/dag.sbatch's path: the launcher on the first node starts itself on each node with
-    srun (here a stand-in that starts the nodes on this machine), each reads SLURM_NODEID."""
+    srun (here a stand-in that starts the nodes on this machine), each reads SLURM_NODEID; a NODE_RANK,
+    MASTER_ADDR and MASTER_PORT inherited from the submitting shell change nothing (each node claiming
+    rank 0 would hang the rendezvous)."""
     root = _project(tmp_path, num_machines=2)
-    env = _env(PIPELINE_SRUN="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-               PATH=f"{REPO / 'tests/fixtures'}:{os.environ['PATH']}")
-    log = _run(root, env)
-    assert "launch: srun --nodes 2" in log and "--nnodes 2 --node_rank 1" in log
+    log = _run(root, _slurm_env(PIPELINE_SRUN="1"), timeout=240)
+    assert "launch: srun --nodes 2 --ntasks-per-node 1 --cpus-per-task 1" in log and "--nnodes 2 --node_rank 1" in log
     _assert_close(_weights(root), two_processes, 1e-6)
+
+
+@pytest.mark.slow
+def test_a_one_machine_stage_on_a_two_node_srun_step_stops_before_any_work(tmp_path):
+    """scripts/slurm/stage.sbatch on 2 nodes with num_machines 1: each node would be a global rank 0 in
+    one shared folder (two trainings racing on checkpoints/, models/, metrics/, two MLflow runs)."""
+    root = _project(tmp_path)
+    out = subprocess.run(["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1", sys.executable,
+                          "-m", "pipeline.launch", *STAGE], cwd=root, env=_slurm_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "num_machines is 1 but SLURM runs this on 2 nodes" in out.stderr
+    assert not (root / "checkpoints").exists() and not (root / "models").exists()
+
+
+@pytest.mark.slow
+def test_a_machine_left_alone_stops_within_its_join_timeout(tmp_path):
+    """Machine 1 started as the README says, with no machine 0: it stops within join_timeout_s with the
+    address it waited for, instead of holding its node for torchrun's 10 minutes."""
+    root = _project(tmp_path, num_machines=2, join_timeout_s=5)
+    port = _free_port()
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, capture_output=True, text=True,
+                         env=_env(NODE_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)), timeout=120)
+    assert out.returncode != 0 and time.monotonic() - start < 5 + 30  # the timeout, and a Python's start
+    assert f"machine 1 waited 5 s (join_timeout_s) for machine 0 at 127.0.0.1:{port}" in out.stderr
+    assert not (root / "checkpoints").exists()
 
 
 def _start_node(root: Path, rank: int, port: int, mlflow_db: Path) -> subprocess.Popen:
@@ -230,9 +283,10 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     """Two machines on 127.0.0.1, one process each. Machine 1 has its own folder except the checkpoints
     (on a cluster the whole project is on a shared filesystem; here only what rank 1 must write is
     shared, so the test sees that it writes nothing else). Machine 1 is killed after the first
-    checkpoint; machine 0 must stop, not hang; both rerun; the run resumes and ends at the model of the
-    uninterrupted one-machine run, written once, with one MLflow run and the whole training curve (the
-    single-process crash and resume: test_train.py)."""
+    checkpoint; machine 0 must stop, not hang; both rerun, machine 1 with a stale view of the
+    checkpoints; the run resumes together and ends at the model of the uninterrupted one-machine run,
+    written once, with one MLflow run and the whole training curve (the single-process crash and
+    resume: test_train.py)."""
     main = _project(tmp_path / "machine0", num_machines=2)
     other = _project(tmp_path / "machine1", num_machines=2)
     (main / "checkpoints").mkdir()
@@ -251,11 +305,29 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     assert not (main / "models/teacher").exists(), "the kill came after the end: make the run longer"
     (main / "plots/train/pretrain_teacher.csv").unlink()  # DVC deletes a stage's outputs before it reruns it
 
+    # machine 1's view of the shared folder is stale: latest/ appears there only seconds after the rerun
+    # starts (NFS caches a directory's entries). Global rank 0 decides to resume, machine 1 waits until it
+    # sees that checkpoint: deciding alone, it would start at step 0 and run a loop of another length.
+    (other / "checkpoints").unlink()
+    (other / "checkpoints/pretrain_teacher").mkdir(parents=True)
+    latest = main / "checkpoints/pretrain_teacher/latest"
+    resumed_at = json.loads((latest / "progress.json").read_text())["step"]
+
+    def appear_late():
+        time.sleep(4)
+        hidden = other / "checkpoints/pretrain_teacher/.latest.copy"
+        shutil.copytree(latest, hidden)
+        hidden.rename(other / "checkpoints/pretrain_teacher/latest")
+
     port = _free_port()
     nodes = [_start_node(main, 0, port, main / "mlflow.db"), _start_node(other, 1, port, other / "mlflow.db")]
+    late = threading.Thread(target=appear_late)
+    late.start()
     results = [_finish(p, 300) for p in nodes]
+    late.join()
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
-    assert "resuming from" in results[0][1] and "2 processes (MULTI_CPU)" in results[0][1]
+    assert f"resuming from {Path('checkpoints/pretrain_teacher/latest')} at step {resumed_at}" in results[0][1]
+    assert "2 processes (MULTI_CPU)" in results[0][1] and 0 < resumed_at < TRAIN["max_steps"]
     _assert_close(_weights(main), two_processes, 1e-6)
     with open(main / "plots/train/pretrain_teacher.csv") as f:  # the curve whole: its first rows came from the checkpoint
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(10, TRAIN["max_steps"] + 1, 10))
@@ -267,3 +339,52 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     client = mlflow.MlflowClient(f"sqlite:///{main / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("sr-pipeline").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].info.run_name == "pretrain_teacher"
+
+
+# ---- 2 machines x 2 processes = 1 machine x 4, the teacher and CSD (slow) ---------------------------
+
+SHAPE_TRAIN = {"max_steps": 3, "batch_size": 2, "ckpt_every": 3, "log_every": 1, "val_every": 3}
+CSD = {"teacher": "models/teacher", "width": 0.5, "embedding": "teacher", "layer_weights": [0.5, 1.0, 1.0],
+       "neg_num": 6, "contra_lambda": 200.0, "t_lambda": 1.0, "embed_crop": 0}  # 6 negatives: > a process's 2
+
+
+def _shaped_project(root: Path, stage: str, **train) -> Path:
+    """The tiny project with ``stage``'s section at ``train`` (for distill_csd: a saved teacher)."""
+    from pipeline import models
+
+    root = make_tiny_project(root, train={**TRAIN, **SHAPE_TRAIN, **train}, model=MODEL)
+    if stage == "distill_csd":
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["distill_csd"] = {**CSD, "train": {**params["pretrain_teacher"]["train"], "rgb_range": 255.0}}
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        torch.manual_seed(0)
+        models.save(models.build(MODEL["arch"], MODEL["scale"], **MODEL["kwargs"]), root / "models/teacher")
+    return root
+
+
+def _two_machines(root: Path, cmd: list[str]) -> list[str]:
+    """The README's "two machines by hand", both on 127.0.0.1 in one (shared) project folder."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.launch", *cmd], cwd=root, text=True,
+                              env=_env(NODE_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in (0, 1)]
+    logs = [_finish(p, 300) for p in procs]
+    assert all(code == 0 for code, _ in logs), logs[0][1][-3000:] + logs[1][1][-3000:]
+    return [log for _, log in logs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, cmd, out", [
+    ("pretrain_teacher", STAGE, "models/teacher"),
+    ("distill_csd", ["distill_csd", "stages.distill_csd", "student"], "models/csd_student"),
+])
+def test_two_machines_of_two_processes_equal_one_machine_of_four(tmp_path, stage, cmd, out):
+    """4 ranks either way (gloo, 127.0.0.1): the same global batch, CSD's negatives from all of it (6 of
+    8 samples, a process holds 2), the gradients averaged over the 4: the same model."""
+    one = _shaped_project(tmp_path / "one", stage, num_processes=4)
+    assert "4 processes (MULTI_CPU)" in _run(one, _env(), timeout=300, cmd=cmd)
+    two = _shaped_project(tmp_path / "two", stage, num_processes=2, num_machines=2)
+    log = _two_machines(two, cmd)[0]
+    assert "4 processes (MULTI_CPU)" in log and "--nnodes 2 --node_rank 0" in log
+    a, b = (load_file(str(root / out / "model.safetensors")) for root in (one, two))
+    _assert_close(a, b, 1e-6)
