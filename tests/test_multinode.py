@@ -255,11 +255,15 @@ def test_a_machine_left_alone_stops_within_its_join_timeout(tmp_path):
     assert not (root / "checkpoints").exists()
 
 
-def _start_node(root: Path, rank: int, port: int, mlflow_db: Path) -> subprocess.Popen:
+def _start_node(root: Path, rank: int, port: int, mlflow_db: Path, log: Path | None = None) -> subprocess.Popen:
+    """A machine's launcher; its output piped, or written to ``log`` (to be watched while it runs)."""
     env = _env(NODE_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PIPELINE_TRACKING="1",
                MLFLOW_TRACKING_URI=f"sqlite:///{mlflow_db}")
-    return subprocess.Popen([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    out = log.open("w") if log else subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.launch", *STAGE], cwd=root, env=env, text=True,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    return proc
 
 
 def _kill_machine(proc: subprocess.Popen):
@@ -275,7 +279,7 @@ def _kill_machine(proc: subprocess.Popen):
 
 def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
     out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
+    return proc.returncode, proc.log.read_text() if getattr(proc, "log", None) else out
 
 
 @pytest.mark.slow
@@ -305,25 +309,34 @@ def test_a_killed_machine_ends_the_other_and_a_rerun_resumes_to_the_same_model(t
     assert not (main / "models/teacher").exists(), "the kill came after the end: make the run longer"
     (main / "plots/train/pretrain_teacher.csv").unlink()  # DVC deletes a stage's outputs before it reruns it
 
-    # machine 1's view of the shared folder is stale: latest/ appears there only seconds after the rerun
-    # starts (NFS caches a directory's entries). Global rank 0 decides to resume, machine 1 waits until it
+    # machine 1's view of the shared folder is stale: latest/ appears there only after machine 0 has
+    # resumed from it (NFS caches a directory's entries). Global rank 0 decides to resume, machine 1 waits until it
     # sees that checkpoint: deciding alone, it would start at step 0 and run a loop of another length.
     (other / "checkpoints").unlink()
     (other / "checkpoints/pretrain_teacher").mkdir(parents=True)
     latest = main / "checkpoints/pretrain_teacher/latest"
     resumed_at = json.loads((latest / "progress.json").read_text())["step"]
 
-    def appear_late():
-        time.sleep(4)
+    def appear_late():  # once machine 0 has resumed: machine 1 is then deciding too, or waiting
+        deadline = time.time() + 120
+        while "resuming from" not in logs[0].read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)
         hidden = other / "checkpoints/pretrain_teacher/.latest.copy"
         shutil.copytree(latest, hidden)
         hidden.rename(other / "checkpoints/pretrain_teacher/latest")
 
     port = _free_port()
-    nodes = [_start_node(main, 0, port, main / "mlflow.db"), _start_node(other, 1, port, other / "mlflow.db")]
+    logs = [tmp_path / "machine0.log", tmp_path / "machine1.log"]
+    nodes = [_start_node(main, 0, port, main / "mlflow.db", logs[0]), _start_node(other, 1, port, other / "mlflow.db", logs[1])]
     late = threading.Thread(target=appear_late)
     late.start()
-    results = [_finish(p, 300) for p in nodes]
+    try:
+        results = [_finish(p, 300) for p in nodes]
+    finally:  # a hang must not outlive the test
+        for p in nodes:
+            if p.poll() is None:
+                _kill_machine(p)
     late.join()
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
     assert f"resuming from {Path('checkpoints/pretrain_teacher/latest')} at step {resumed_at}" in results[0][1]
@@ -368,7 +381,12 @@ def _two_machines(root: Path, cmd: list[str]) -> list[str]:
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline.launch", *cmd], cwd=root, text=True,
                               env=_env(NODE_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in (0, 1)]
-    logs = [_finish(p, 300) for p in procs]
+    try:
+        logs = [_finish(p, 300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                _kill_machine(p)
     assert all(code == 0 for code, _ in logs), logs[0][1][-3000:] + logs[1][1][-3000:]
     return [log for _, log in logs]
 
