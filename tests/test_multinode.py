@@ -129,6 +129,33 @@ def test_sbatch_args_ask_for_the_cores_of_the_largest_launch(tmp_path, monkeypat
     assert sbatch_args(["pretrain_teacher"]) == ["--nodes", "2", "--ntasks-per-node", "1", "--cpus-per-task", "32"]
 
 
+def test_without_pidfd_a_stage_still_stops_when_its_parent_dies(tmp_path):
+    """Under DVC a stage follows the process that started it; where pidfd_open is missing (an older
+    kernel, a seccomp filter) it warns and polls instead of crashing every stage."""
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import os, signal, sys, time, warnings\n"
+        "def no_pidfd(pid):\n    raise OSError(38, 'Function not implemented')\n"
+        "os.pidfd_open = no_pidfd\n"
+        "from pipeline import stage\n"
+        "stage.POLL_S = 0.2\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (print('stopped', flush=True), sys.exit(0)))\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    stage.stop_with_parent()\n"
+        "print('warned' if any('pidfd_open is unavailable' in str(x.message) for x in w) else 'silent', flush=True)\n"
+        "time.sleep(60)\nprint('ran on', flush=True)\n")
+    log = tmp_path / "child.log"
+    parent = ("import subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, {str(child)!r}], stdout=open({str(log)!r}, 'w'), stderr=subprocess.STDOUT)\n"
+              "time.sleep(3)\n")
+    subprocess.run([sys.executable, "-c", parent], env=_env(DVC_STAGE="x"), timeout=60, check=True)
+    deadline = time.time() + 20
+    while "stopped" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert log.read_text().split() == ["warned", "stopped"], log.read_text()
+
+
 @pytest.mark.slow
 def test_two_machines_without_a_node_rank_stop_before_any_work(tmp_path):
     root = make_tiny_project(tmp_path, train={"num_machines": 2})

@@ -93,3 +93,30 @@ def test_stages_starting_together_on_a_new_store_all_log(tmp_path):
     runs = runs_of(db)
     assert sorted(runs) == [f"stage{i} [exp-a]" for i in range(4)]
     assert all(status == "FINISHED" and tags["dvc_exp_name"] == "exp-a" for status, tags in runs.values())
+
+
+def test_a_stage_failing_after_training_ends_its_run_failed(tmp_path):
+    """The run covers the whole stage: training, its scoring and the delivery. Here the metrics file
+    cannot be written (``metrics`` is a file): the run, left open by the training loop, ends FAILED, not
+    FINISHED as a run closed when training ended would say."""
+    root = make_tiny_project(tmp_path / "proj", train={"max_steps": 2, "ckpt_every": 2, "log_every": 1, "val_every": 2})
+    (root / "metrics").write_text("not a folder")
+    db = tmp_path / "store.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_TRACKING": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    out = subprocess.run([sys.executable, "-m", "pipeline.launch", "pretrain_teacher", "stages.pretrain_teacher"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode != 0 and "File exists: 'metrics'" in out.stderr
+    status, _ = runs_of(db)["pretrain_teacher"]
+    assert status == "FAILED"
+    (root / "metrics").unlink()
+    out = subprocess.run([sys.executable, "-m", "pipeline.launch", "pretrain_teacher", "stages.pretrain_teacher"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    run = client.get_run(client.search_runs([client.get_experiment_by_name("sr-pipeline").experiment_id],
+                                            order_by=["start_time DESC"])[0].info.run_id)
+    # one run holds the training curve and what the stage computed after it, ended after the delivery
+    assert run.info.status == "FINISHED" and {"train/l1", "val/psnr", "bicubic_psnr", "params"} <= set(run.data.metrics)
+    assert run.info.end_time / 1000 >= (root / "metrics/pretrain_teacher.json").stat().st_mtime - 1
