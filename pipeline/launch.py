@@ -20,10 +20,14 @@ launch:
 Several machines (``num_machines`` M > 1): the same command runs on every machine; each reads its node
 rank, the main machine's address and a port from the environment a scheduler sets (:func:`node`):
 ``NODE_RANK`` or SLURM's ``SLURM_NODEID``, ``MASTER_ADDR`` (or the first host of SLURM's allocation),
-``MASTER_PORT`` (default 29500). The ranks of node r are ``r * N .. r * N + N - 1``; global rank 0
-writes every output and the MLflow run, the others only their share of each checkpoint, so the project
-folder must be on a filesystem all machines share. Under ``PIPELINE_SRUN=1`` (``scripts/slurm/dag.sbatch``:
-DVC runs on the allocation's first node) the launcher starts itself on all M nodes with ``srun``.
+``MASTER_PORT`` (default 29500); inside an srun step SLURM's own values win over inherited ones. The
+ranks of node r are ``r * N .. r * N + N - 1``; global rank 0 writes every output and the MLflow run,
+the others only their share of each checkpoint, so the project folder must be on a filesystem all
+machines share. A machine waits at most ``join_timeout_s`` for the others. Under ``PIPELINE_SRUN=1``
+(``scripts/slurm/dag.sbatch``: DVC runs on the allocation's first node) the launcher starts itself on
+all M nodes with ``srun``, with the cores their ranks need; ``--sbatch [stage ...]`` prints the
+``sbatch`` options that ask for them. Whatever the count, a launch whose ``num_machines`` differs from
+the srun step's node count stops before any work.
 
 SIGTERM / SIGINT to the launcher are passed on to the launched processes, which end their MLflow runs
 as KILLED (:func:`pipeline.stage.run`), and the launcher exits with their code.

@@ -10,6 +10,9 @@ IJCAI 2021): contrastive self-distillation with channel splitting.
   intermediate features on [0, 1] images).
 - :class:`CSDObjective`: the training objective, on the official loss scale (L1 x rgb_range); its
   deployed network is the slim student.
+
+Over several processes the negatives and the distances are the global batch's, as CSD's DataParallel
+loss sees them (:mod:`pipeline.distributed`): ``neg_num`` may exceed a process's share of the batch.
 """
 from __future__ import annotations
 

@@ -13,6 +13,11 @@ are post-activation (``--before_relu`` stores each block's BN output, which the 
 overwrites), the discriminator stays in train mode (batch statistics) for the SR network's loss, and
 the D loss compares every real logit of the batch with every fake one. The loss is on the official
 scale: rgb_range * L1 + alpha * CL (the RCAN script trains on 0-255: alpha 5 there is ~0.02 on [0, 1]).
+
+Over several processes the discriminator sees the global batch, as the released ``data_parallel`` run
+does: its loss over every real and fake logit of it, its BatchNorm statistics over it (the official
+replicas' are per GPU: here N processes equal one process on the whole batch), the sharpening factors
+drawn for it (:mod:`pipeline.distributed`).
 """
 from __future__ import annotations
 
