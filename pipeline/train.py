@@ -265,7 +265,8 @@ def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: 
     from ``ckpt_dir`` when its checkpoint matches; return the deployed network and its scores.
 
     ``validate(net) -> {"psnr": ..., ...}`` (e.g. :func:`pipeline.evaluate.validator`) scores the
-    objective's deployed network on the main process every ``val_every`` steps and at the end.
+    objective's deployed network every ``val_every`` steps and at the end (every process its share of
+    the images when the validator is sharded; the scores are the same on every process).
     ``params`` (the stage's params section) and ``data_info`` enter the resume fingerprint.
     ``leave_run_open``: the MLflow run stays open for what the stage does after training (its scores,
     :func:`pipeline.deliver.deliver` ends it; :func:`pipeline.stage.run` ends it if the stage fails)."""

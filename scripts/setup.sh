@@ -14,3 +14,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
+.venv/bin/python -m pipeline.offline_plots >/dev/null  # dvc plots show / diff without a network
