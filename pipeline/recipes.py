@@ -6,7 +6,7 @@ from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
 from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, validator
-from pipeline.train import train
+from pipeline.train import official_initial_biases, train
 from pipeline.cost import cost
 
 
@@ -15,6 +15,8 @@ def train_l1(stage: str, params, model, train_cfg, out: str, metrics_path: str, 
     save it to ``out`` with its scores, gain over bicubic and cost (plus ``extra``) as metrics.
     ``params`` is the stage's section (logged, and fingerprinted for resume)."""
     scale = model.config["scale"]
+    if not train_cfg.init_from:  # from scratch: biases at the official init's scale (pipeline.train.adam)
+        official_initial_biases(model, train_cfg)
     shards, pairs = PairShards("data/sr", scale), test_pairs(train_cfg.val_set, scale)
     batches = PatchBatches(shards, train_cfg.batch_size, train_cfg.lr_patch, train_cfg.seed)
     result = train(model, train_cfg, batches, stage=stage, params=params, ckpt_dir=f"checkpoints/{stage}",

@@ -320,25 +320,81 @@ class _Parts:
         return self.ema.model if self.ema else self.unwrap(self.model)
 
 
+def input_range(model: nn.Module) -> float:
+    """The pixel range a network computes on inside: 255 for one that carries its official 0-255 range
+    (RFDN / RLFN built with ``img_range`` 255 scale their [0, 1] input up and their output down), else 1."""
+    return float(getattr(model, "img_range", 1.0))
+
+
+def bias_scale(model: nn.Module, cfg: TrainConfig) -> float:
+    """How much larger than the official run's this network's bias gradients are: ``rgb_range`` over
+    the range it computes on (1: it trains exactly as the official run, nothing to correct)."""
+    return cfg.rgb_range / input_range(model)
+
+
+def is_bias(name: str) -> bool:
+    return name.endswith("bias")
+
+
 def adam(model: nn.Module, trained: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Adam:
     """Adam over ``trained`` that steps as the official run on ``cfg.rgb_range`` images does.
 
     On [0, 1] images a network computes the official (0-255) function scaled by 1 / rgb_range when its
     weights are the official ones and its biases are 1 / rgb_range of theirs (exactly so for networks
-    without saturating activations, e.g. EDSR). With the loss scaled by rgb_range (the objectives do),
-    weight gradients equal the official ones, bias gradients are rgb_range times theirs: Adam, blind to
-    a gradient's scale, would move each bias as far as the official bias moves, rgb_range times further
-    relative to the function. Biases therefore step at lr / rgb_range with eps x rgb_range (the
-    ``lr_scale`` :class:`LambdaSchedule` keeps), which is the official step / rgb_range exactly."""
+    of convs, ReLU / LeakyReLU, pixel shuffles and linear skips, e.g. EDSR, MSRResNet). With the loss
+    scaled by rgb_range (the objectives do), weight gradients equal the official ones, bias gradients
+    are s = rgb_range times theirs: Adam, blind to a gradient's scale, would move each bias as far as
+    the official bias moves, s times further relative to the function. Biases therefore step at lr / s
+    with eps x s and weight decay x s^2 (the ``lr_scale`` :class:`LambdaSchedule` keeps), which is the
+    official step / s exactly; :func:`clip_gradients` clips them at s x the official threshold, and
+    :func:`official_initial_biases` starts a from-scratch network at the official init / s.
+
+    A network that carries its own 0-255 range (``img_range`` 255: RLFN, E-RFDN, the official weights
+    and from-scratch RFDN) computes the official function itself: s = 1, one group, the official step,
+    sigmoid gates (ESA, CCA) included."""
     kw = {"betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
-    if cfg.rgb_range == 1:
+    s = bias_scale(model, cfg)
+    if s == 1:
         return torch.optim.Adam(trained, lr=cfg.lr, **kw)
-    bias_ids = {id(p) for n, p in model.named_parameters() if n.endswith("bias")}
+    bias_ids = {id(p) for n, p in model.named_parameters() if is_bias(n)}
     weights = [p for p in trained if id(p) not in bias_ids]
     biases = [p for p in trained if id(p) in bias_ids]
-    groups = [{"params": weights}, {"params": biases, "lr": cfg.lr / cfg.rgb_range, "lr_scale": 1 / cfg.rgb_range,
-                                    "eps": 1e-8 * cfg.rgb_range}]
+    groups = [{"params": weights}, {"params": biases, "lr": cfg.lr / s, "lr_scale": 1 / s, "eps": 1e-8 * s,
+                                    "weight_decay": cfg.weight_decay * s * s, "bias_scale": s}]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, **kw)
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Clip as the official run clips its gradients (``grad_clip``, by value or by the global norm): the
+    bias group's gradients are s x the official ones (:func:`adam`), so its value threshold is s x the
+    official one and it enters the norm divided by s. With AMP, unscale the gradients first."""
+    if cfg.grad_clip <= 0:
+        return
+    groups = [(g["params"], g.get("bias_scale", 1.0)) for g in optimizer.param_groups]
+    if cfg.grad_clip_kind == "value":
+        for params, s in groups:
+            torch.nn.utils.clip_grad_value_(params, cfg.grad_clip * s)
+        return
+    grads = [(p.grad, s) for params, s in groups for p in params if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g / s) for g, s in grads]))
+    coef = torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0)  # torch's clip_grad_norm_ rule
+    for g, _ in grads:
+        g.mul_(coef)
+
+
+@torch.no_grad()
+def official_initial_biases(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """A from-scratch network's conv and linear biases at the official init / s: PyTorch's default bias
+    init is relative to the official 0-255 signal; on [0, 1] it would be s times too large (and then, at lr /
+    s, nearly frozen there). A network that carries its own range (s = 1) is left as built."""
+    s = bias_scale(model, cfg)
+    if s != 1:
+        for m in model.modules():  # the layers PyTorch initialises (a MeanShift is built at its range)
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.bias is not None:
+                m.bias.div_(s)
+    return model
 
 
 def _prepare(accelerator, model: nn.Module, cfg: TrainConfig, objective: Objective) -> _Parts:
@@ -448,10 +504,9 @@ def _loop(accelerator, parts: _Parts, objective, loader, cfg, state, stage, ckpt
         if not last_micro:
             t_data = time.perf_counter()
             continue
-        if cfg.grad_clip > 0 and cfg.grad_clip_kind == "value":
-            accelerator.clip_grad_value_(parts.trained, cfg.grad_clip)
-        elif cfg.grad_clip > 0:
-            accelerator.clip_grad_norm_(parts.trained, cfg.grad_clip)
+        if cfg.grad_clip > 0:
+            accelerator.unscale_gradients(parts.optimizer)  # AMP: clip the true gradients
+            clip_gradients(parts.optimizer, cfg)
         parts.optimizer.step()
         parts.optimizer.zero_grad(set_to_none=True)
         parts.schedule.step()

@@ -181,3 +181,24 @@ def test_embed_crop_gives_the_contrastive_loss_one_window_and_the_l1_terms_the_w
     full = whole.total(s, t, hr, neg[:3], torch.Generator().manual_seed(5))[1]["contrastive"]
     assert full.item() == pytest.approx(contrastive(s, t, neg[:3]).item(), rel=1e-6)
     assert same_window(24, torch.Generator(), s)[0] is s
+
+
+def test_csd_negatives_are_bicubic_upsamplings_left_unclamped_as_csd():
+    """CSD's negatives: the first neg_num LR images of the batch, permuted, bicubic-upsampled; bicubic
+    overshoots past [0, 1] at edges and CSD keeps those values (no clamp)."""
+    from pipeline.methods.csd import CSDObjective
+
+    objective = CSDObjective(0.5, ContrastiveLoss(random_features(), [0.5, 1.0]), 2, neg_num=2, t_lambda=1.0,
+                             contra_lambda=1.0)
+    seen = {}
+    def total(s, t, hr, negatives, g):
+        seen["negatives"] = negatives
+        return s.sum(), {}
+
+    objective.total = total
+    lr = torch.zeros(3, 3, 8, 8)
+    lr[..., :, 4:] = 1.0  # a hard edge: bicubic rings below 0 and above 1 beside it
+    torch.manual_seed(0)
+    objective.loss(models.build("edsr", 2, n_resblocks=1, n_feats=8), lr, torch.rand(3, 3, 16, 16), step=0)
+    n = seen["negatives"]
+    assert n.shape == (2, 3, 16, 16) and n.min() < 0 and n.max() > 1

@@ -47,7 +47,8 @@ def test_augmentations_follow_the_paper_ranges():
     neg = blurred(hr, 3, [3, 5, 7, 9, 11], (0.1, 2.0), gen)
     assert len(pos) == len(neg) == 3 and all(p.shape == hr.shape for p in pos + neg)
     assert all((n - hr).abs().mean() > 0 for n in neg)
-    assert all(torch.allclose(p * 255, (p * 255).round(), atol=1e-4) for p in pos)  # quantised, as PCL
+    # quantised to 8 bits, as PCL's data loader makes both
+    assert all(torch.allclose(x * 255, (x * 255).round(), atol=1e-4) for x in pos + neg)
 
 
 @pytest.mark.parametrize("cl_grad", [True, False])
@@ -106,8 +107,13 @@ def test_d_update_contrasts_hr_and_sharpened_with_sr_and_blurred(monkeypatch, sh
     class Acc:
         backward = staticmethod(lambda loss: loss.backward())
 
+    inputs, forward = [], objective.discriminator.forward
+    monkeypatch.setattr(objective.discriminator, "forward", lambda x, layers=(): inputs.append(x) or forward(x, layers))
+    with torch.no_grad():  # an SR output reaching below 0: the released update feeds it raw, unclamped
+        net.conv_last.bias.fill_(-0.5)
     objective.before_step(Acc(), net, lr, hr, 0)
     assert seen == {"real": 1 + cfg.num_aug * sharp_hr, "fake": 1 + cfg.num_aug}  # no bicubic LR among the fakes
+    assert min(float(x.min()) for x in inputs) < 0  # HR, sharpened and blurred HRs are in [0, 1]: the SR, raw
     assert DistillPCL().sharp_hr is False  # the default follows rcanx4_PCL.sh as it runs
 
 

@@ -204,7 +204,7 @@ class CSDObjective(Objective):
             batch_lr = all_gather(lr_img)
         if len(batch_lr) < self.neg_num:
             raise ValueError(f"CSD: neg_num {self.neg_num} negatives from a global batch of {len(batch_lr)}")
-        negatives = F.interpolate(batch_lr[idx], scale_factor=self.scale, mode="bicubic").clamp(0, 1)
+        negatives = F.interpolate(batch_lr[idx], scale_factor=self.scale, mode="bicubic")  # unclamped, as CSD
         return self.total(student_sr, teacher_sr, hr_img, negatives, g)
 
     def deployed(self, model):

@@ -121,7 +121,8 @@ def blurred(hr: torch.Tensor, k: int, sizes: list[int], sigma: tuple[float, floa
     for _ in range(k):
         ks = (gen.choice(sizes), gen.choice(sizes))
         sig = torch.tensor([[gen.uniform(*sigma), gen.uniform(*sigma)]], device=hr.device, dtype=hr.dtype)
-        out.append(kornia.filters.gaussian_blur2d(hr, ks, sig.expand(len(hr), 2)))
+        blur = kornia.filters.gaussian_blur2d(hr, ks, sig.expand(len(hr), 2))
+        out.append((blur * 255).round() / 255)  # quantised to 8 bits, as PCL's data loader stores them
     return out
 
 
@@ -159,7 +160,7 @@ class PCLObjective(Objective):
         if not self.cfg.alpha:
             return {}
         with torch.no_grad():
-            sr = model(lr_img).clamp(0, 1)
+            sr = model(lr_img)  # raw, as the released update feeds it (no clamp)
             positives, negatives = self.samples(lr_img, hr_img, step)
         d = self.discriminator
         d.train()
