@@ -40,6 +40,7 @@ class Variant:
     macs_256: float = 0.0  # MACs on one 256x256 LR input (NTIRE's convention; ClassSR: its patch-wise work)
     deploy: dict = field(default_factory=dict)  # onnx_max_abs_err, ort_latency_s[, gpu_fp32_s, gpu_fp16_s, ...]
     self_ensemble: bool = False  # the x8 flip/rotate self-ensemble of a plain model ("name+")
+    per_image: dict = field(default_factory=dict)  # test set -> {"psnr": [...], "psnr_rgb": [...]}, in file order
 
 
 def reference_model(name: str, ref, scale: int):
@@ -194,6 +195,7 @@ def score_all(variants: list[Variant], test_root, scale: int, inference: ClassSR
                     acc[v.name].add(v, lr, hr, s, inference)
             for v in at_s:
                 v.scores[name] = acc[v.name].result(v, inference)
+                v.per_image[name] = {"psnr": list(acc[v.name].psnr), "psnr_rgb": list(acc[v.name].psnr_rgb)}
     for v in variants:
         chosen = v.scores.get(flops_set) or next(iter(v.scores.values()), {})
         v.flops_per_patch = chosen.get("flops_per_patch", v.flops_per_patch)
@@ -289,8 +291,33 @@ CLAIMS = [
 ]
 
 
+def paired_interval(diffs, confidence: float = 0.95) -> tuple[float, float]:
+    """The ``confidence`` t-interval of the mean of paired differences (per image); (-inf, inf) from
+    fewer than two."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return float("-inf"), float("inf")
+    half = stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def verdict(low: float, high: float, margin: float, cost_ok: bool = True) -> str:
+    """'holds' when the whole interval clears the paper's margin, 'fails' when it lies below it (or the
+    cost condition fails), else 'inconclusive': the draw does not decide."""
+    if not cost_ok or high < margin:
+        return "fails"
+    return "holds" if low >= margin else "inconclusive"
+
+
 def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] = CLAIMS) -> list[dict]:
-    """One row per claim and test set whose variants this run has: the measured gap and whether it holds."""
+    """One row per claim and test set whose variants this run has: the measured gap, its 95 % interval
+    over the set's images (paired: the same image through both), and the verdict of this one run.
+
+    One training run is one draw of the data order and the start: its per-image interval says whether
+    the images decide, not whether another seed would agree, so a row that the images do not decide
+    is 'inconclusive (1 seed)'; a verdict over seeds needs the arms rerun over seeds (not built yet)."""
     by_name, rows = {v.name: v for v in variants}, []
     for c in claims:
         if c.variant not in by_name or c.reference not in by_name:
@@ -301,17 +328,26 @@ def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] =
         for s in (s for s in sets if s in v.scores and s in ref.scores):
             gain = v.scores[s][c.metric] - ref.scores[s][c.metric]
             ratio = v.scores[s].get("flops_per_patch", v.flops_per_patch) / ref.flops_per_patch
-            holds = gain >= c.min_gain_db and (c.max_flops_ratio is None or ratio < c.max_flops_ratio)
-            rows.append({"paper": c.paper, "key": c.key or c.paper, "claim": c.text, "set": s, "variant": c.variant, "reference": c.reference,
-                         "gain_db": gain, "flops_ratio": ratio, "holds": holds})
+            cost_ok = c.max_flops_ratio is None or ratio < c.max_flops_ratio
+            pairs = (v.per_image.get(s, {}).get(c.metric), ref.per_image.get(s, {}).get(c.metric))
+            low, high = (paired_interval(np.subtract(*pairs)) if all(pairs) and len(pairs[0]) == len(pairs[1])
+                         else (float("-inf"), float("inf")))
+            call = verdict(low, high, c.min_gain_db, cost_ok)
+            rows.append({"paper": c.paper, "key": c.key or c.paper, "claim": c.text, "set": s, "variant": c.variant,
+                         "reference": c.reference, "gain_db": gain, "ci_low": low, "ci_high": high,
+                         "margin_db": c.min_gain_db, "flops_ratio": ratio, "holds": call == "holds",
+                         "verdict": call if call != "inconclusive" else "inconclusive (1 seed)"})
     return rows
 
 
 def claims_table(rows: list[dict]) -> str:
-    lines = ["| paper | claim | set | variant vs reference | ΔPSNR (dB) | FLOPs ratio | holds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| paper | claim | set | variant vs reference | ΔPSNR (dB) | 95 % interval (images) | margin | "
+             "FLOPs ratio | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        call = r["verdict"] if r["verdict"] != "fails" else "**fails**"
         lines.append(f"| {r['paper']} | {r['claim']} | {r['set']} | {r['variant']} vs {r['reference']} | "
-                     f"{r['gain_db']:+.3f} | {r['flops_ratio']:.2f} | {'yes' if r['holds'] else '**no**'} |")
+                     f"{r['gain_db']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['margin_db']:+.2f} | "
+                     f"{r['flops_ratio']:.2f} | {call} |")
     return "\n".join(lines) + "\n"
 
 
@@ -323,8 +359,9 @@ def headline(variants: list[Variant], sets: list[str], claims: list[dict], refer
     out = {"psnr": {s: {v.name: v.scores[s]["psnr"] for v in variants if s in v.scores} for s in sets}}
     if ref is not None and ref.flops_per_patch:
         out["flops_vs_" + reference] = {v.name: v.flops_per_patch / ref.flops_per_patch for v in variants}
-    out["claims"] = {f"{c.get('key', c['paper'])}_{c['set']}": {"gain_db": c["gain_db"], "holds": c["holds"]}
-                     for c in claims}
+    out["claims"] = {f"{c.get('key', c['paper'])}_{c['set']}": {
+        "gain_db": c["gain_db"], "holds": c["holds"],
+        **{k: c[k] for k in ("ci_low", "ci_high") if np.isfinite(c[k])}} for c in claims}
     return out
 
 

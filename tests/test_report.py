@@ -1,5 +1,6 @@
 """The evaluation report's pieces."""
 
+import numpy as np
 import pytest
 
 from pipeline.report import Variant, markdown_table, pareto_front
@@ -115,8 +116,11 @@ def test_both_protocols_and_patch_weighted_flops_per_set(tmp_path):
 def test_claims_are_checked_per_set_with_their_own_protocol():
     from pipeline.report import check_claims, claims_table
 
+    offsets = [-0.5, 0.2, 0.3]  # per image, the same for every variant: each paired difference is exact
+
     def v(name, psnr, rgb, flops, **extra):
-        return Variant(name, None, 1.0, 1, flops, 0.01, {"Set5": {"psnr": psnr, "ssim": 0.9, "psnr_rgb": rgb, **extra}})
+        return Variant(name, None, 1.0, 1, flops, 0.01, {"Set5": {"psnr": psnr, "ssim": 0.9, "psnr_rgb": rgb, **extra}},
+                       per_image={"Set5": {"psnr": [psnr + o for o in offsets], "psnr_rgb": [rgb + o for o in offsets]}})
 
     vs = [v("student_l1", 29.00, 30.0, 1e8), v("csd_student", 29.01, 30.0, 1e8), v("pcl_student", 28.99, 30.0, 1e8),
           v("csd_control", 29.02, 30.0, 1e8), v("pcl_control", 28.98, 30.0, 1e8),
@@ -130,8 +134,29 @@ def test_claims_are_checked_per_set_with_their_own_protocol():
     # ClassSR is judged by its own protocol (RGB on its grid: -0.03 dB), not the Y whole-image -1 dB
     assert rows["ClassSR"]["gain_db"] == pytest.approx(-0.03) and rows["ClassSR"]["holds"]
     assert rows["ClassSR"]["flops_ratio"] == pytest.approx(0.8)
-    assert "| PCL |" in claims_table(list(rows.values())) and "**no**" in claims_table(list(rows.values()))
+    assert "| PCL |" in claims_table(list(rows.values())) and "**fails**" in claims_table(list(rows.values()))
     assert check_claims(vs[:1], ["Set5"]) == []  # claims whose variants are absent are skipped
+
+
+@pytest.mark.parametrize("true_gain, expected", [(0.3, "holds"), (0.0, "inconclusive (1 seed)"), (-0.3, "fails")])
+def test_one_runs_verdict_comes_from_the_per_image_interval(true_gain, expected):
+    """Synthetic per-image scores with a known true gain and per-image noise: clearly positive holds,
+    zero is inconclusive (one draw of five images does not decide), clearly negative fails."""
+    from pipeline.report import check_claims, paired_interval
+
+    rng = np.random.default_rng(0)
+    base = 30 + rng.normal(0, 1, 5)  # the images' own difficulty: cancels in the pairs
+    noise = np.array([0.05, -0.04, 0.03, -0.05, 0.01])
+    ref = Variant("csd_control", None, 1.0, 1, 1e8, 0.01, {"Set5": {"psnr": float(base.mean()), "ssim": 0.9,
+                  "psnr_rgb": 0.0}}, per_image={"Set5": {"psnr": list(base), "psnr_rgb": [0.0] * 5}})
+    ours = base + true_gain + noise
+    v = Variant("csd_student", None, 1.0, 1, 1e8, 0.01, {"Set5": {"psnr": float(ours.mean()), "ssim": 0.9,
+                "psnr_rgb": 0.0}}, per_image={"Set5": {"psnr": list(ours), "psnr_rgb": [0.0] * 5}})
+    (row,) = [r for r in check_claims([ref, v], ["Set5"]) if r["key"] == "CSD"]
+    assert row["verdict"] == expected and row["ci_low"] <= row["gain_db"] <= row["ci_high"]
+    low, high = paired_interval(ours - base)
+    assert (low, high) == (row["ci_low"], row["ci_high"]) and high - low == pytest.approx(
+        2 * 2.776 * noise.std(ddof=1) / np.sqrt(5), rel=1e-3)  # t(0.975, 4) = 2.776
 
 
 def test_classsr_grid_covers_an_image_smaller_than_a_patch_whole():
