@@ -110,7 +110,11 @@ def derive_processes(base, processes: int, machines: int = 1) -> str:
     yaml = _yaml()
     params = yaml.load(Path(base).read_text())
     for section in sorted(set(spread(params, processes, machines)) & set(SECTIONS)):
-        from_dict(SECTIONS[section], params[section], section)
+        try:
+            from_dict(SECTIONS[section], params[section], section)
+        except ParamError as e:  # e.g. the profile's data or weights, which exist where it runs
+            raise ParamError(f"{base} for {processes} x {machines} processes: section '{section}' does not "
+                             f"validate here ({e}); derive it where the profile's data and weights are") from e
     out = io.StringIO()
     yaml.dump(params, out)
     return (f"# derived: python -m pipeline.profiles {base} --processes {processes} --machines {machines}\n"
