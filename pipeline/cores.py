@@ -3,14 +3,17 @@ running torch and its loader workers on every core (two such jobs on 2 cores: 2-
 of 0.3 s).
 
 A job's cores are the ones its process may run on (``taskset``, a cgroup cpuset, a scheduler's
-allocation) divided by ``PIPELINE_JOBS``, the number of jobs sharing them: set it once where a queue
-starts, ``PIPELINE_JOBS=2 dvc queue start -j 2`` (the queue's workers inherit it). A stage of N
+allocation) divided by the number of jobs sharing them. A stage of a queued DVC experiment finds that
+number itself (:func:`queue_jobs`: ``dvc queue start -j 2`` as users type it); ``PIPELINE_JOBS=N``
+overrides it (e.g. jobs started by other means on one machine). A stage of N
 processes on one machine gives each process its N-th. Nothing here changes what a stage computes: the
 training batches depend only on (seed, step, sample), not on the thread or worker count.
 """
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from pipeline.params import ParamError
 
@@ -25,8 +28,43 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def queue_jobs(cwd: Path | None = None) -> int:
+    """How many queued DVC experiments run side by side with this one, from DVC's own files; 1 outside a
+    queue. A queued experiment runs in a temporary workspace ``<repo>/.dvc/tmp/exps/tmpXXXX`` (its
+    stages' cwd); ``dvc queue start -j N`` starts N workers, each one experiment at a time, whose process
+    records are ``<repo>/.dvc/tmp/exps/celery/dvc-exp-worker-<n>.json`` (DVC 3; ``returncode``
+    null while it runs). The jobs: the live workers, at most the experiment workspaces that exist now."""
+    here = (cwd or Path.cwd()).resolve()
+    exps = here.parent
+    if not (exps.name == "exps" and exps.parent.name == "tmp" and exps.parent.parent.name == ".dvc"
+            and here.name.startswith("tmp")):
+        return 1
+    workers = 0
+    for info in exps.glob("celery/dvc-exp-worker-*.json"):
+        try:
+            record = json.loads(info.read_text())
+            workers += record.get("returncode") is None and _alive(int(record["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record being written or from another DVC version: not counted
+    running = sum(1 for d in exps.glob("tmp*") if d.is_dir())
+    return max(1, min(workers, running))
+
+
 def jobs_sharing() -> int:
-    raw = os.environ.get(JOBS_ENV, "1")
+    """``PIPELINE_JOBS`` if set, else :func:`queue_jobs`."""
+    if JOBS_ENV not in os.environ:
+        return queue_jobs()
+    raw = os.environ[JOBS_ENV]
     try:
         jobs = int(raw)
     except ValueError:

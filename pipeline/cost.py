@@ -15,7 +15,8 @@ import os
 import numpy as np
 import torch
 
-from pipeline.metrics import count_macs, count_params, latency, wall_time
+from pipeline.metrics import count_macs, count_params, wall_time
+from pipeline.metrics import latency as latency_of
 from pipeline.upscale import branch_flops, classifier_flops, classsr_patchwise, is_classsr, upscale
 
 # PIPELINE_LATENCY_SIDE changes the latency input for smoke runs only (an EDSR 32x256 forward at 128^2
@@ -56,26 +57,31 @@ def with_threads(threads: int, fn):
 
 
 def cost(model, *, budget: float = 1.0, patch: int = PATCH, stride: int = 28, batch: int = 32,
-         probe: np.ndarray | None = None) -> dict:
+         probe: np.ndarray | None = None, latency: bool = True) -> dict:
     """The pipeline's cost convention: ``{params, flops_per_patch, macs_256, cpu_latency_s, cpu_threads}``.
 
     Plain models: 2 x MACs of one 32x32 patch, MACs of one 256x256 LR input, latency of one forward pass
     on a 128x128 LR input. ClassSR: class-weighted branch FLOPs + the classifier's (ClassSR's cal_FLOPs)
     on the LR image ``probe``, its patch-wise MACs on 256^2 at that class mix, and the latency of
-    :func:`upscale` on ``probe`` (default: a seeded random 128x128 image), at ``budget``."""
+    :func:`upscale` on ``probe`` (default: a seeded random 128x128 image), at ``budget``. ``latency``
+    False: the counts only (a training stage's metrics; ``evaluate`` times every variant)."""
     model = model.eval()
-    common = {"params": count_params(model), "cpu_threads": LATENCY_THREADS}
+    common = {"params": count_params(model), **({"cpu_threads": LATENCY_THREADS} if latency else {})}
     if not is_classsr(model):
-        lat = with_threads(LATENCY_THREADS, lambda: latency(model, (1, 3, LATENCY_SIDE, LATENCY_SIDE)))
-        return {**common, "flops_per_patch": 2.0 * count_macs(model, (1, 3, PATCH, PATCH)),
-                "macs_256": float(macs_on(model, NTIRE_SIDE)), "cpu_latency_s": lat}
+        counts = {**common, "flops_per_patch": 2.0 * count_macs(model, (1, 3, PATCH, PATCH)),
+                  "macs_256": float(macs_on(model, NTIRE_SIDE))}
+        if latency:
+            counts["cpu_latency_s"] = with_threads(LATENCY_THREADS, lambda: latency_of(model, (1, 3, LATENCY_SIDE, LATENCY_SIDE)))
+        return counts
     if probe is None:
         probe = np.random.default_rng(0).integers(0, 256, (LATENCY_SIDE, LATENCY_SIDE, 3), dtype=np.uint8)
     flops = branch_flops(model, patch)
     run = lambda: upscale(model, probe, budget=budget, patch=patch, stride=stride, batch=batch, flops=flops)  # noqa: E731
     per_patch = run().flops_per_patch
-    return {**common, "flops_per_patch": per_patch, "macs_256": classsr_macs_on(model, per_patch, patch=patch, stride=stride),
-            "cpu_latency_s": with_threads(LATENCY_THREADS, lambda: wall_time(run, warmup=1, repeats=3))}
+    counts = {**common, "flops_per_patch": per_patch, "macs_256": classsr_macs_on(model, per_patch, patch=patch, stride=stride)}
+    if latency:
+        counts["cpu_latency_s"] = with_threads(LATENCY_THREADS, lambda: wall_time(run, warmup=1, repeats=3))
+    return counts
 
 
 def gpu_cost(model, *, side: int = LATENCY_SIDE, probe: np.ndarray | None = None, **classsr_options) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the project root, holding pipeline/ and stages/
@@ -37,20 +38,34 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+def _parse(path: Path) -> tuple[tuple, str]:
+    """The file's import statements as (module, level, names) and the digest of its syntax tree without
+    docstrings, from one parse per file content and process (the closure and the digest both need it)."""
+    return _parse_source(path.read_text(), str(path))
+
+
+@lru_cache(maxsize=None)
+def _parse_source(source: str, filename: str) -> tuple[tuple, str]:
+    tree = ast.parse(source, filename)
+    imports = tuple((None, 0, tuple(a.name for a in node.names)) if isinstance(node, ast.Import)
+                    else (node.module or "", node.level, tuple(a.name for a in node.names))
+                    for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+    return imports, hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()[:16]
+
+
 def imported_names(path: Path, name: str) -> set[str]:
     """Every module name an import statement of ``path`` (module ``name``) may load, anywhere in it."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: up (level - 1) packages from this module's package
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            out.add(base)
-            out.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    for base, level, names in _parse(path)[0]:
+        if base is None:  # import a, b.c
+            out.update(names)
+            continue
+        if level:  # relative: up (level - 1) packages from this module's package
+            anchor = package.split(".")[:len(package.split(".")) - level + 1]
+            base = ".".join(anchor + ([base] if base else []))
+        out.add(base)
+        out.update(f"{base}.{a}" for a in names)  # `from pkg import submodule`
     return out
 
 
@@ -81,8 +96,7 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 def file_digest(path: Path) -> str:
     """Hash of what the file does: its syntax tree without docstrings (comments are not in the tree)."""
-    tree = _strip_docstrings(ast.parse(path.read_text(), str(path)))
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+    return _parse(path)[1]
 
 
 def code_digest(module: str) -> dict[str, str]:

@@ -24,6 +24,6 @@ def train_l1(stage: str, params, model, train_cfg, out: str, metrics_path: str, 
     if result.is_main:
         bicubic = evaluate_pairs(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"]
         metrics = {**result.metrics, "bicubic_psnr": bicubic, "gain_over_bicubic_db": result.metrics["psnr"] - bicubic,
-                   **cost(result.model), **(extra or {})}
+                   **cost(result.model, latency=False), **(extra or {})}  # evaluate times it
         deliver(stage, params, result.model, out, metrics_path, metrics, result.run_id)
     return result

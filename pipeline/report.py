@@ -304,11 +304,12 @@ def paired_interval(diffs, confidence: float = 0.95) -> tuple[float, float]:
 
 
 def verdict(low: float, high: float, margin: float, cost_ok: bool = True) -> str:
-    """'holds' when the whole interval clears the paper's margin, 'fails' when it lies below it (or the
-    cost condition fails), else 'inconclusive': the draw does not decide."""
+    """'holds' when the whole interval clears the paper's margin (strictly: a gain of exactly 0 does not
+    "beat" a control), 'fails' when it lies below it (or the cost condition fails), else 'inconclusive':
+    the draw does not decide."""
     if not cost_ok or high < margin:
         return "fails"
-    return "holds" if low >= margin else "inconclusive"
+    return "holds" if low > margin else "inconclusive"
 
 
 def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] = CLAIMS) -> list[dict]:
@@ -317,7 +318,7 @@ def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] =
 
     One training run is one draw of the data order and the start: its per-image interval says whether
     the images decide, not whether another seed would agree, so a row that the images do not decide
-    is 'inconclusive (1 seed)'; a verdict over seeds needs the arms rerun over seeds (not built yet)."""
+    is 'inconclusive (1 seed)'; the verdict over seeds is :mod:`pipeline.claims`' (the arms rerun per seed)."""
     by_name, rows = {v.name: v for v in variants}, []
     for c in claims:
         if c.variant not in by_name or c.reference not in by_name:
@@ -328,14 +329,14 @@ def check_claims(variants: list[Variant], sets: list[str], claims: list[Claim] =
         for s in (s for s in sets if s in v.scores and s in ref.scores):
             gain = v.scores[s][c.metric] - ref.scores[s][c.metric]
             ratio = v.scores[s].get("flops_per_patch", v.flops_per_patch) / ref.flops_per_patch
-            cost_ok = c.max_flops_ratio is None or ratio < c.max_flops_ratio
+            cost_ok = bool(c.max_flops_ratio is None or ratio < c.max_flops_ratio)
             pairs = (v.per_image.get(s, {}).get(c.metric), ref.per_image.get(s, {}).get(c.metric))
             low, high = (paired_interval(np.subtract(*pairs)) if all(pairs) and len(pairs[0]) == len(pairs[1])
                          else (float("-inf"), float("inf")))
             call = verdict(low, high, c.min_gain_db, cost_ok)
             rows.append({"paper": c.paper, "key": c.key or c.paper, "claim": c.text, "set": s, "variant": c.variant,
                          "reference": c.reference, "gain_db": gain, "ci_low": low, "ci_high": high,
-                         "margin_db": c.min_gain_db, "flops_ratio": ratio, "holds": call == "holds",
+                         "margin_db": c.min_gain_db, "flops_ratio": ratio, "cost_ok": cost_ok, "holds": call == "holds",
                          "verdict": call if call != "inconclusive" else "inconclusive (1 seed)"})
     return rows
 
@@ -359,9 +360,11 @@ def headline(variants: list[Variant], sets: list[str], claims: list[dict], refer
     out = {"psnr": {s: {v.name: v.scores[s]["psnr"] for v in variants if s in v.scores} for s in sets}}
     if ref is not None and ref.flops_per_patch:
         out["flops_vs_" + reference] = {v.name: v.flops_per_patch / ref.flops_per_patch for v in variants}
+    # everything pipeline.claims needs to aggregate this run with others: the gap, its image interval, the
+    # paper's margin and whether the cost condition held
     out["claims"] = {f"{c.get('key', c['paper'])}_{c['set']}": {
-        "gain_db": c["gain_db"], "holds": c["holds"],
-        **{k: c[k] for k in ("ci_low", "ci_high") if np.isfinite(c[k])}} for c in claims}
+        "gain_db": c["gain_db"], "holds": c["holds"], "verdict": c["verdict"], "margin_db": c["margin_db"],
+        "cost_ok": c["cost_ok"], **{k: c[k] for k in ("ci_low", "ci_high") if np.isfinite(c[k])}} for c in claims}
     return out
 
 

@@ -129,14 +129,16 @@ def run(main):
     errors (bad params, bad input, unreachable tracking server) exit 2 with one clear line; SIGTERM and
     SIGINT (and, under DVC, the death of DVC: :func:`stop_with_parent`) end it with 128 + the signal's
     number after its MLflow run is marked KILLED."""
-    from pipeline.cores import use_process_cores
+    from pipeline.cores import jobs_sharing, machine_cores, use_process_cores
     from pipeline.tracking import check_server, end_open_runs, tracking_uri
 
     signal.signal(signal.SIGTERM, _stop)
     stop_with_parent()
     try:
         seed_everything()
-        use_process_cores()
+        threads = use_process_cores()
+        if jobs_sharing() > 1:
+            print(f"cores: {threads} of {machine_cores()} ({jobs_sharing()} jobs share this machine)", flush=True)
         keep_freed_memory()
         if os.environ.get("PIPELINE_TRACKING", "1") != "0":
             check_server(tracking_uri())

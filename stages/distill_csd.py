@@ -48,12 +48,12 @@ def main():
     result = train(teacher, cfg.train, batches, objective, stage=stage, params=cfg,
                    ckpt_dir=f"checkpoints/distill_csd_{variant}", data_info=shards.info, validate=validate, leave_run_open=True)
     if result.is_main:
-        student_cost, teacher_cost = cost(result.model), cost(models.load(cfg.teacher))
+        # counts only: evaluate times every variant, the teacher included
+        student_cost, teacher_cost = cost(result.model, latency=False), cost(models.load(cfg.teacher), latency=False)
         metrics = {**result.metrics, "contra_lambda": cfg.contra_lambda, "embedding": cfg.embedding, "width": cfg.width,
                    "teacher_psnr": teacher_psnr,
                    **student_cost, "teacher_params": teacher_cost["params"],
-                   "teacher_cpu_latency_s": teacher_cost["cpu_latency_s"],
-                   "latency_ratio": student_cost["cpu_latency_s"] / teacher_cost["cpu_latency_s"]}
+                   "flops_ratio": student_cost["flops_per_patch"] / teacher_cost["flops_per_patch"]}
         deliver(stage, cfg, result.model, f"models/csd_{variant}", f"metrics/distill_csd_{variant}.json", metrics,
                 result.run_id)
 

@@ -41,7 +41,7 @@ def main():
                    leave_run_open=True)
     if result.is_main:
         metrics = {**result.metrics, "alpha": cfg.alpha, "init_psnr": init_psnr, "cl_grad": cfg.cl_grad,
-                   **cost(result.model)}
+                   **cost(result.model, latency=False)}
         deliver(stage, cfg, result.model, f"models/pcl_{variant}", f"metrics/distill_pcl_{variant}.json", metrics,
                 result.run_id)
 

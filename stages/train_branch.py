@@ -37,7 +37,7 @@ def main():
                    data_info={**shards.info, "class": name, "count": int(len(indices))}, validate=validator(pairs, cfg.scale), leave_run_open=True)
     if result.is_main:
         bicubic = evaluate_pairs(lambda lr: bicubic_upscale(lr, cfg.scale), pairs, cfg.scale)["psnr"]
-        branch_cost = cost(result.model)
+        branch_cost = cost(result.model, latency=False)
         metrics = {**result.metrics, "bicubic_psnr": bicubic, "params": branch_cost["params"],
                    "flops_per_patch": branch_cost["flops_per_patch"], "train_patches": int(len(indices))}
         deliver(f"train_branch@{name}", cfg, result.model, f"models/branch_{name}", f"metrics/train_branch_{name}.json",

@@ -60,3 +60,30 @@ def test_a_stage_runs_on_its_share(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pipeline.launch", "pretrain_teacher", "stages.pretrain_teacher"],
                          cwd=make_tiny_project(tmp_path / "proj"), env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "PIPELINE_JOBS" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_queued_experiment_counts_the_queue_jobs_from_dvcs_files(tmp_path, monkeypatch):
+    """`dvc queue start -j 2` without PIPELINE_JOBS: a stage in a queued experiment's workspace counts
+    DVC's live queue workers (their process records), at most the experiment workspaces there now."""
+    import json
+
+    monkeypatch.delenv("PIPELINE_JOBS", raising=False)
+    exps = tmp_path / ".dvc/tmp/exps"
+    mine, other = exps / "tmpa1b2", exps / "tmpc3d4"
+    mine.mkdir(parents=True)
+    other.mkdir()
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    for n, pid, rc in [(1, os.getpid(), None), (2, os.getppid(), None), (3, os.getpid(), 0), (4, finished.pid, None)]:
+        (exps / "celery").mkdir(exist_ok=True)
+        (exps / f"celery/dvc-exp-worker-{n}.json").write_text(json.dumps(
+            {"pid": pid, "stdin": None, "stdout": None, "stderr": None, "returncode": rc}))
+    assert cores.queue_jobs(mine) == 2  # workers 1 and 2 live; 3 returned, 4's process is gone
+    monkeypatch.chdir(mine)
+    monkeypatch.setattr(cores, "machine_cores", lambda: 8)
+    assert cores.jobs_sharing() == 2 and cores.job_cores() == 4
+    monkeypatch.setenv("PIPELINE_JOBS", "1")  # the variable still overrides
+    assert cores.job_cores() == 8
+    other.rmdir()  # one experiment left running: it gets the machine
+    assert cores.queue_jobs(mine) == 1
+    assert cores.queue_jobs(tmp_path) == 1 and cores.queue_jobs(exps / "celery") == 1  # not a queued workspace

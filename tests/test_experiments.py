@@ -40,9 +40,12 @@ def test_queued_experiments_run_side_by_side_and_rerun_only_their_stages(project
     root = project
     sh("dvc exp run --queue -n q-ghost -S ghost.ratio=0.25", root)
     sh("dvc exp run --queue -n q-pcl -S distill_pcl.alpha=0", root)
-    sh("PIPELINE_JOBS=2 dvc queue start -j 2", root, tracking=True)
+    sh("dvc queue start -j 2", root, tracking=True)  # as users type it: no PIPELINE_JOBS
     status = wait_for_queue(root)
     assert status.count("Success") == 2, status
+    logs = [sh(f"dvc queue logs {name}", root) for name in ("q-ghost", "q-pcl")]
+    # the stages found the queue's two jobs themselves and took their share of the cores
+    assert any("(2 jobs share this machine)" in log for log in logs), logs[0][-2000:]
     pcl = {"distill_pcl@student", "distill_pcl@control"}  # the control reads the same section
     for name, stages in [("q-ghost", {"ghost"}), ("q-pcl", pcl)]:
         log = sh(f"dvc queue logs {name}", root)
