@@ -47,7 +47,7 @@ CSV, SPEC, PNG = "plots/claims.csv", "plots/claims.vl.json", "plots/claims.png"
 
 
 def dvc(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(["dvc", *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and out.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
     return out

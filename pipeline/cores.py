@@ -87,9 +87,15 @@ def process_cores() -> int:
 
 def use_process_cores() -> int:
     """Cap torch's threads at this process's cores (never raise them: torch's default is the physical
-    core count, which is right on a machine of its own); returns the thread count."""
-    import torch
+    core count, which is right on a machine of its own); returns the thread count. A stage that has not
+    imported torch (a data stage) gets the cap as ``OMP_NUM_THREADS``, read by torch if it comes later."""
+    import sys
 
+    torch = sys.modules.get("torch")
+    if torch is None:
+        threads = min(int(os.environ.get("OMP_NUM_THREADS") or machine_cores()), process_cores())
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        return threads
     threads = min(torch.get_num_threads(), process_cores())
     torch.set_num_threads(threads)
     return threads

@@ -46,7 +46,11 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 
 def mean_scores(srs: list[np.ndarray], pairs, scale: int) -> dict:
     """Mean and per-image scores of the SR images ``srs`` of the (name, lr, hr) ``pairs``."""
-    per_image = {name: score(sr, hr, scale) for sr, (name, _, hr) in zip(srs, pairs)}
+    return with_means({name: score(sr, hr, scale) for sr, (name, _, hr) in zip(srs, pairs)})
+
+
+def with_means(per_image: dict) -> dict:
+    """``{"psnr", "ssim"}`` means (in ``per_image``'s order) and ``per_image`` itself."""
     return {"psnr": float(np.mean([s["psnr"] for s in per_image.values()])),
             "ssim": float(np.mean([s["ssim"] for s in per_image.values()])), "per_image": per_image}
 
@@ -74,7 +78,7 @@ def evaluate_pairs(upscale_fn, pairs, scale: int) -> dict:
     return mean_scores([upscale_fn(lr) for _, lr, _ in pairs], pairs, scale)
 
 
-class validator:
+class Validator:
     """The training loop's validation: ``net -> scores`` of ``upscale(net, lr, **upscale_options)``
     (e.g. a ClassSR's patch, stride and batch) on ``pairs``. ``shard`` scores every ``world``-th image
     from ``rank`` on, and ``summary`` of the ranks' shares gives the same scores as the whole set: N
@@ -88,9 +92,7 @@ class validator:
                 for name, lr, hr in self.pairs[rank::world]}
 
     def summary(self, per_image: dict) -> dict:
-        ordered = {name: per_image[name] for name, _, _ in self.pairs}  # the order of the means: the set's
-        return {"psnr": float(np.mean([s["psnr"] for s in ordered.values()])),
-                "ssim": float(np.mean([s["ssim"] for s in ordered.values()])), "per_image": ordered}
+        return with_means({name: per_image[name] for name, _, _ in self.pairs})  # summed in the set's order
 
     def __call__(self, net) -> dict:
         return self.summary(self.shard(net))

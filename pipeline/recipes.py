@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, validator
+from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, Validator
 from pipeline.train import official_initial_biases, train
 from pipeline.cost import cost
 
@@ -20,7 +20,7 @@ def train_l1(stage: str, params, model, train_cfg, out: str, metrics_path: str, 
     shards, pairs = PairShards("data/sr", scale), test_pairs(train_cfg.val_set, scale)
     batches = PatchBatches(shards, train_cfg.batch_size, train_cfg.lr_patch, train_cfg.seed)
     result = train(model, train_cfg, batches, stage=stage, params=params, ckpt_dir=f"checkpoints/{stage}",
-                   data_info=shards.info, validate=validator(pairs, scale), leave_run_open=True)
+                   data_info=shards.info, validate=Validator(pairs, scale), leave_run_open=True)
     if result.is_main:
         bicubic = evaluate_pairs(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"]
         metrics = {**result.metrics, "bicubic_psnr": bicubic, "gain_over_bicubic_db": result.metrics["psnr"] - bicubic,

@@ -97,15 +97,17 @@ def _parent_of(pid: int) -> int:
 
 def seed_everything(seed: int = 0):
     """Seed Python, numpy and torch, so that models a stage builds before training (which reseeds
-    from ``train.seed``) start from the same weights on every run: a rerun reproduces the outputs."""
+    from ``train.seed``) start from the same weights on every run: a rerun reproduces the outputs.
+    torch only when the stage imported it (a data stage does not: 2 s saved); imported later, it starts
+    from its own fixed default seed."""
     import random
 
     import numpy as np
-    import torch
 
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
 
 def keep_freed_memory():

@@ -4,7 +4,7 @@ Store: ``MLFLOW_TRACKING_URI`` if set (e.g. a team server), else ``sqlite:///<re
 The repo root comes from ``DVC_ROOT`` (set by DVC, also under ``dvc exp run --temp``, whose temporary
 copy would otherwise swallow a relative store), so the runs of queued and temporary experiments land in
 the repository's store, tagged ``dvc_exp_name`` and named ``<stage> [<experiment>]``. Metrics are logged
-asynchronously every N steps by the caller; runs end FAILED when the stage raises and KILLED when it is
+every N steps by the caller; runs end FAILED when the stage raises and KILLED when it is
 stopped (SIGTERM, Ctrl-C). ``PIPELINE_TRACKING=0`` turns tracking off.
 """
 from __future__ import annotations
@@ -115,7 +115,9 @@ class Tracker:
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
             clean.update({mlflow_key(f"{k}/{m}"): float(v) for k, d in metrics.items() if isinstance(d, dict)
                           for m, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            self.mlflow.log_metrics(clean, step=step, synchronous=False)
+            # synchronous: MLflow's async queue costs up to 1 s at the end of every run (its thread polls
+            # with a 1 s timeout and end_run joins it); a write every log_every steps is a few ms here
+            self.mlflow.log_metrics(clean, step=step, synchronous=True)
 
     def log_artifact(self, path, folder: str | None = None):
         if self.active:

@@ -264,7 +264,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: PatchBatches, objective: 
     """Train ``model`` for ``cfg.max_steps`` optimizer steps under ``objective`` (default: L1); resume
     from ``ckpt_dir`` when its checkpoint matches; return the deployed network and its scores.
 
-    ``validate(net) -> {"psnr": ..., ...}`` (e.g. :func:`pipeline.evaluate.validator`) scores the
+    ``validate(net) -> {"psnr": ..., ...}`` (e.g. :class:`pipeline.evaluate.Validator`) scores the
     objective's deployed network every ``val_every`` steps and at the end (every process its share of
     the images when the validator is sharded; the scores are the same on every process).
     ``params`` (the stage's params section) and ``data_info`` enter the resume fingerprint.
@@ -313,7 +313,6 @@ class _Parts:
     optimizer: torch.optim.Optimizer
     schedule: LambdaSchedule
     ema: EMA | None
-    trained: list
     unwrap: Callable
 
     def deliverable(self) -> nn.Module:
@@ -410,7 +409,7 @@ def _prepare(accelerator, model: nn.Module, cfg: TrainConfig, objective: Objecti
     # step num_processes times per step and end an iteration-based schedule early.
     schedule = LambdaSchedule(prepared[1], cfg.lr, lr_factor(cfg.schedule, cfg.max_steps, cfg.lr))
     ema = EMA(accelerator.unwrap_model(prepared[0]), cfg.ema_decay) if cfg.ema_decay > 0 else None
-    return _Parts(prepared[0], prepared[1], schedule, ema, trained, accelerator.unwrap_model)
+    return _Parts(prepared[0], prepared[1], schedule, ema, accelerator.unwrap_model)
 
 
 def _resume(accelerator, latest: Path, fp: dict, state: TrainState, stage: str, wait_s: float):
@@ -460,7 +459,7 @@ def _numbers(scores: dict) -> dict:
 
 def _validate(accelerator, validate, objective: Objective, net: nn.Module) -> dict:
     """The scores of the deployed network, the same on every rank. A sharded validator (one that has
-    ``shard``: :func:`pipeline.evaluate.validator`) scores each rank's share of the images and the ranks
+    ``shard``: :class:`pipeline.evaluate.Validator`) scores each rank's share of the images and the ranks
     gather them: no rank idles in a collective while another validates the whole set, so a validation
     cannot outlive the process group's timeout that a rank-0-only one would run against."""
     from accelerate.utils import broadcast_object_list, gather_object

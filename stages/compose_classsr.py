@@ -8,7 +8,7 @@ from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import budget_metrics, test_pairs, validator
+from pipeline.evaluate import budget_metrics, test_pairs, Validator
 from pipeline.methods.classsr import with_branch
 from pipeline.methods.ghost import fine_tune
 from pipeline.metrics import count_params
@@ -25,7 +25,7 @@ def main():
     indices = np.flatnonzero(np.load("data/classes/classes.npy") == index)
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed, indices=indices)
     data_info = {**shards.info, "class": cfg.branch, "count": int(len(indices))}
-    branch, result = fine_tune(classsr.branches[index], cfg, batches, "compose_classsr", data_info, validator(pairs, scale))
+    branch, result = fine_tune(classsr.branches[index], cfg, batches, "compose_classsr", data_info, Validator(pairs, scale))
     if not result.is_main:
         return
     composed = with_branch(classsr, index, branch)

@@ -14,7 +14,7 @@ from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import test_pairs, validator
+from pipeline.evaluate import test_pairs, Validator
 from pipeline.methods.csd import ContrastiveLoss, CSDObjective, teacher_embedding, vgg19_embedding
 from pipeline.params import ParamError, load_section
 from pipeline.stage import run
@@ -42,7 +42,7 @@ def main():
     objective = CSDObjective(cfg.width, ContrastiveLoss(embedding, cfg.layer_weights), scale, cfg.neg_num,
                              cfg.t_lambda, cfg.contra_lambda, cfg.train.rgb_range, cfg.embed_crop)
     shards, pairs = PairShards("data/sr", scale), test_pairs(cfg.train.val_set, scale)
-    validate = validator(pairs, scale)
+    validate = Validator(pairs, scale)
     teacher_psnr = validate(teacher.eval())["psnr"]
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
     result = train(teacher, cfg.train, batches, objective, stage=stage, params=cfg,

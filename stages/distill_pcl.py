@@ -11,7 +11,7 @@ from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import test_pairs, validator
+from pipeline.evaluate import test_pairs, Validator
 from pipeline.methods.pcl import PCLObjective
 from pipeline.params import ParamError, load_section
 from pipeline.stage import run
@@ -33,7 +33,7 @@ def main():
     model = models.load(cfg.init_from)
     scale = model.config["scale"]
     shards, pairs = PairShards("data/sr", scale), test_pairs(cfg.train.val_set, scale)
-    validate = validator(pairs, scale)
+    validate = Validator(pairs, scale)
     init_psnr = validate(model.eval())["psnr"]
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
     result = train(model.train(), cfg.train, batches, PCLObjective(cfg, scale), stage=stage, params=cfg,

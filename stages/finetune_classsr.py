@@ -11,7 +11,7 @@ from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
 from pipeline.evaluate import (bicubic_upscale, budget_metrics, classsr_protocol_psnr, evaluate_pairs, test_pairs,
-                               validator)
+                               Validator)
 from pipeline.methods.classsr import ClassSRObjective, assemble
 from pipeline.metrics import count_params
 from pipeline.params import CLASS_NAMES, ParamError, load_section
@@ -35,8 +35,8 @@ def classsr_metrics(net, pairs, scale: int, inference) -> dict:
     metrics = {"params": count_params(net),
                "branch_flops_per_patch": dict(zip(CLASS_NAMES, branch_flops(net, inference.patch))),
                "bicubic_psnr": evaluate_pairs(lambda lr: bicubic_upscale(lr, scale), pairs, scale)["psnr"],
-               "branch_o_tiled_psnr": validator(pairs, scale, **tiled)(hard)["psnr"],
-               "branch_o_whole_psnr": validator(pairs, scale)(hard)["psnr"],
+               "branch_o_tiled_psnr": Validator(pairs, scale, **tiled)(hard)["psnr"],
+               "branch_o_whole_psnr": Validator(pairs, scale)(hard)["psnr"],
                **budget_metrics(net, pairs, scale, inference.budgets, **opts)}
     grid = [upscale(net, lr, cover_all=False, **opts).image for _, lr, _ in pairs]
     metrics["classsr_protocol_rgb_psnr"] = classsr_protocol_psnr(grid, pairs, scale, inference.patch, inference.stride)
@@ -57,7 +57,7 @@ def main():
     scale = model.config["scale"]
     shards, pairs = PairShards("data/classsr", scale), test_pairs(tcfg.val_set, scale)
     objective = ClassSRObjective(cfg.loss_weights, cfg.routing_weight, cfg.routing_tolerance_db, phase)
-    validate = validator(pairs, scale, flops=branch_flops(model, cfg.inference.patch), **cfg.inference.options())
+    validate = Validator(pairs, scale, flops=branch_flops(model, cfg.inference.patch), **cfg.inference.options())
     batches = PatchBatches(shards, tcfg.batch_size, cfg.inference.patch, tcfg.seed)
     result = train(model, tcfg, batches, objective, stage=f"finetune_classsr:{phase}", params=cfg,
                    ckpt_dir=f"checkpoints/finetune_classsr/{phase}", data_info=shards.info, validate=validate, leave_run_open=True)

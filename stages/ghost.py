@@ -4,7 +4,7 @@ from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import test_pairs, validator
+from pipeline.evaluate import test_pairs, Validator
 from pipeline.methods.ghost import fine_tune
 from pipeline.params import load_section
 from pipeline.stage import run
@@ -16,7 +16,7 @@ def main():
     source = models.load(cfg.source).eval()
     scale = source.config["scale"]
     shards, pairs = PairShards("data/sr", scale), test_pairs(cfg.train.val_set, scale)
-    validate = validator(pairs, scale)
+    validate = Validator(pairs, scale)
     before = validate(source)
     batches = PatchBatches(shards, cfg.train.batch_size, cfg.train.lr_patch, cfg.train.seed)
     exported, result = fine_tune(source, cfg, batches, "ghost", shards.info, validate)

@@ -8,7 +8,7 @@ from pipeline import models
 from pipeline.data.loader import PatchBatches
 from pipeline.data.shards import PairShards
 from pipeline.deliver import deliver
-from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, validator
+from pipeline.evaluate import bicubic_upscale, evaluate_pairs, test_pairs, Validator
 from pipeline.params import CLASS_NAMES, ParamError, load_section
 from pipeline.stage import run
 from pipeline.train import train
@@ -34,7 +34,7 @@ def main():
     warmup = 0 if from_teacher else cfg.all_patches_steps * tcfg.grad_accum  # every patch first, then the class
     batches = PatchBatches(shards, tcfg.batch_size, tcfg.lr_patch, tcfg.seed, indices=indices, all_patches_until=warmup)
     result = train(model, tcfg, batches, stage=f"train_branch@{name}", params=cfg, ckpt_dir=f"checkpoints/train_branch_{name}",
-                   data_info={**shards.info, "class": name, "count": int(len(indices))}, validate=validator(pairs, cfg.scale), leave_run_open=True)
+                   data_info={**shards.info, "class": name, "count": int(len(indices))}, validate=Validator(pairs, cfg.scale), leave_run_open=True)
     if result.is_main:
         bicubic = evaluate_pairs(lambda lr: bicubic_upscale(lr, cfg.scale), pairs, cfg.scale)["psnr"]
         branch_cost = cost(result.model, latency=False)

@@ -56,3 +56,32 @@ def test_dvc_plots_show_renders_every_chart_offline(tmp_path):
     sh(f"dvc plots show --html-template {tmp_path / 'dvc_default.html'} -o {tmp_path / 'cdn'}", root)
     assert "cdn.jsdelivr.net" in (tmp_path / "cdn/index.html").read_text()
     assert not re.findall(r"<canvas|<svg", offline_dom(tmp_path / "cdn/index.html"))
+
+
+def test_pngs_are_rendered_from_the_specs_dvc_shows(tmp_path, monkeypatch):
+    """`python -m pipeline.offline_plots --png`: each Vega plot of `dvc plots show --json` (here a training
+    curve, nested in a folder) becomes a PNG of that very spec; image plots are left as they are."""
+    import json
+
+    from PIL import Image
+
+    from pipeline.offline_plots import render_pngs
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "plots/train").mkdir(parents=True)
+    (tmp_path / "plots/train/teacher.csv").write_text("step,l1\n10,0.05\n20,0.03\n30,0.02\n")
+    Image.new("RGB", (8, 8)).save(tmp_path / "plots/crops.png")
+    (tmp_path / "dvc.yaml").write_text("plots:\n  - plots/train/teacher.csv:\n      x: step\n      y: l1\n"
+                                       "      title: teacher L1\n  - plots/crops.png\n")
+    monkeypatch.chdir(tmp_path)
+    written = render_pngs()
+    assert [p.name for p in written] == ["train__teacher.png"]
+    with Image.open(written[0]) as png:
+        assert png.width > 200 and png.height > 100 and len(set(png.convert("L").getdata())) > 2  # drawn
+    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], capture_output=True,
+                                      text=True, check=True).stdout)
+    spec = shown["data"]["plots/train/teacher.csv"][0]["content"]
+    import vl_convert
+
+    assert vl_convert.vegalite_to_png(spec, scale=2) == written[0].read_bytes()  # the same spec, the same pixels

@@ -1,6 +1,8 @@
 """Spread per-image work over worker processes, with a progress bar."""
 from __future__ import annotations
 
+import os
+import sys
 from multiprocessing import get_context
 from typing import Callable, Iterator
 
@@ -8,9 +10,11 @@ from pipeline.cores import worker_count
 
 
 def _single_thread():
-    import torch
-
-    torch.set_num_threads(1)  # N workers x 1 thread each, instead of oversubscribing the cores
+    """N workers x 1 thread each, instead of oversubscribing the cores: torch (and numpy's BLAS) read
+    the variable when they load; a worker that has torch already gets the cap directly."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def parallel_map(fn: Callable, items: list, num_workers: int, desc: str) -> Iterator:
