@@ -137,9 +137,11 @@ def fmt_interval(low: float, high: float) -> str:
     return f"[{low:+.3f}, {high:+.3f}]" if np.isfinite(low) and np.isfinite(high) else "n/a"
 
 
-def markdown(rows: list[dict], command: str, seconds: float, teacher: str) -> str:
+def markdown(rows: list[dict], command: str, seconds: float, teacher: str, reused: list[str] = ()) -> str:
+    took = (f"{seconds:.0f} s here" if not reused else
+            f"seeds 2–{len(reused) + 1} reused from the queued experiments {', '.join(reused)}")
     lines = [f"# Claims over seeds\n",
-             f"`{command}` ({seconds:.0f} s here). Each row: the method against its control, paired by seed "
+             f"`{command}` ({took}). Each row: the method against its control, paired by seed "
              f"(the same data draw and start); the gain per seed, their mean and its 95 % t-interval over "
              f"seeds; each run's own 95 % interval over the set's images; the verdict from the interval over "
              f"seeds against the paper's margin. All conditional on one teacher ({teacher}), held fixed.\n",
@@ -147,7 +149,7 @@ def markdown(rows: list[dict], command: str, seconds: float, teacher: str) -> st
              "(seeds) | per-run image intervals | margin | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        call = r["verdict"] if r["verdict"] != "fails" else "**fails**"
+        call = r["verdict"] if r["verdict"] != "fails" else "**fails**" + ("" if r["cost_ok"] else " (FLOPs)")
         lines.append(f"| {r['paper']} | {r['claim']} | {r['set']} | {r['variant']} vs {r['reference']} | "
                      f"{', '.join(str(s) for s in r['seeds'] if s is not None) or '—'} | {', '.join(f'{g:+.3f}' for g in r['gains_db'])} | "
                      f"{r['mean_gain_db']:+.3f} | {fmt_interval(r['ci_low'], r['ci_high'])} | "
@@ -163,21 +165,24 @@ def vega_spec(rows: list[dict]) -> dict:
                "mean_gain_db": r["mean_gain_db"], "margin_db": r["margin_db"]}
               for r in rows for g, s in zip(r["gains_db"], r["seeds"] or [None] * len(r["gains_db"]))]
     y = {"field": "claim", "type": "nominal", "title": None}
+    color = {"field": "verdict", "type": "nominal", "scale": {
+        "domain": ["holds", "inconclusive", "inconclusive (1 seed)", "fails"],
+        "range": ["#2ca02c", "#7f7f7f", "#bdbdbd", "#d62728"]}}
     return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": 420,
             "title": "Paired gain over its control, per seed; 95 % interval over seeds; | = paper's margin",
             "data": {"values": values}, "layer": [
                 {"mark": {"type": "rule", "strokeWidth": 2}, "encoding": {
                     "y": y, "x": {"field": "ci_low", "type": "quantitative", "title": "ΔPSNR (dB)"},
-                    "x2": {"field": "ci_high"}, "color": {"field": "verdict", "type": "nominal"}}},
+                    "x2": {"field": "ci_high"}, "color": color}},
                 {"mark": {"type": "point", "filled": True, "opacity": 0.7}, "encoding": {
-                    "y": y, "x": {"field": "gain_db", "type": "quantitative"}, "color": {"field": "verdict"}}},
+                    "y": y, "x": {"field": "gain_db", "type": "quantitative"}, "color": color}},
                 {"mark": {"type": "tick", "color": "black", "thickness": 2}, "encoding": {
                     "y": y, "x": {"field": "margin_db", "type": "quantitative"}}}]}
 
 
-def write_outputs(rows: list[dict], command: str, seconds: float, teacher: str):
+def write_outputs(rows: list[dict], command: str, seconds: float, teacher: str, reused: list[str] = ()):
     Path(REPORT).parent.mkdir(parents=True, exist_ok=True)
-    Path(REPORT).write_text(markdown(rows, command, seconds, teacher))
+    Path(REPORT).write_text(markdown(rows, command, seconds, teacher, reused))
     write_json(METRICS, {f"{r['key']}_{r['set']}": {
         "mean_gain_db": r["mean_gain_db"], "n_seeds": r["n_seeds"], "verdict": r["verdict"],
         **{k: r[k] for k in ("ci_low", "ci_high") if np.isfinite(r[k])}} for r in rows})
@@ -259,7 +264,7 @@ def main(argv=None):
                                        if k.split("_")[0] in arms}} for r in runs])
     seconds = time.perf_counter() - t0
     command = "python -m pipeline.claims " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_outputs(rows, command.strip(), seconds, teacher_version())
+    write_outputs(rows, command.strip(), seconds, teacher_version(), [] if todo else names)
     log_to_mlflow(rows, args.seeds)
     for r in rows:
         print(f"{r['key']:>10} {r['set']:>8}: {r['mean_gain_db']:+.3f} dB "
